@@ -207,8 +207,12 @@ def build_model(config: dict) -> nn.Module:
     """Rebuild a network from its `.config` dict (e.g. one stored in a checkpoint)."""
     kwargs = dict(config)
     arch = kwargs.pop("arch", None)
+    if arch == "srcnn":  # imported here: srcnn.py pulls in the resampling/metrics code
+        from .srcnn import SRCNN
+
+        return SRCNN(**kwargs)
     if arch not in _ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(_ARCHS)}")
+        raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(_ARCHS) + ['srcnn']}")
     return _ARCHS[arch](**kwargs)
 
 

@@ -1,0 +1,58 @@
+"""Model checkpoints that load without unpickling code.
+
+A checkpoint is a dict of tensors and plain values (`config` to rebuild the network,
+`state_dict`, optional `meta`) read with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .networks import build_model
+
+FORMAT = "perceptual-checkpoint-v1"
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict | None = None, **extra) -> Path:
+    """Write atomically: a crash mid-write never leaves a truncated checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"format": FORMAT, "config": dict(model.config), "state_dict": model.state_dict(), "meta": meta or {}}
+    state.update(extra)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable checkpoint (only tensor/plain-value files load safely): {e}") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a perceptual checkpoint (missing format {FORMAT!r})")
+    return state
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the network stored in a checkpoint, in eval mode."""
+    state = read_checkpoint(path)
+    model = build_model(state["config"])
+    try:
+        model.load_state_dict(state["state_dict"], strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not fit the stored config {state['config']}: {e}") from e
+    return model.to(device).eval()

@@ -1,0 +1,174 @@
+"""`perceptual` command line: thin wrappers over perceptual_core and the pipeline jobs."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import config
+
+
+def _progress(it, desc: str, total: int | None = None, unit: str = "img"):
+    from tqdm import tqdm
+
+    return tqdm(it, desc=desc, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+
+def _outputs(inputs: list[str], out: str, suffix: str) -> list[Path]:
+    """One input and an output with an image extension -> that file; else a folder of mirrored names."""
+    from perceptual_core.io import is_image_file
+
+    o = Path(out)
+    if len(inputs) == 1 and is_image_file(o):
+        return [o]
+    if o.exists() and not o.is_dir():
+        raise SystemExit(f"error: -o {o}: several inputs need an output folder, not a file")
+    return [o / f"{Path(i).stem}{suffix}" for i in inputs]
+
+
+def cmd_weights(a) -> int:
+    from perceptual_core.vgg import CONV1_1_BIAS_HEAD, N_PARAMS, load_vgg16_weights
+
+    info = load_vgg16_weights(a.weights or config.vgg_weights_arg(), allow_download=not a.offline)
+    head = [round(v, 4) for v in info.state_dict["features.0.bias"][:4].tolist()]
+    n = sum(t.numel() for t in info.state_dict.values())
+    print(f"source:  {info.source}\npath:    {info.path}\nsha256:  {info.sha256} (verified)")
+    print(f"params:  {n:,} in 13 conv layers (expected {N_PARAMS:,})\nconv1_1 bias[:4]: {head} (expected {list(CONV1_1_BIAS_HEAD)})")
+    return 0
+
+
+def _run_model(a, kind: str) -> int:
+    from perceptual_core.checkpoint import load_model
+    from perceptual_core.inference import auto_device, stylize_image, upscale_image
+    from perceptual_core.io import ImageReadError, load_image, save_image
+
+    model = load_model(a.model, auto_device(a.device))
+    arch = model.config["arch"]
+    if (kind == "stylize") != (arch == "transform"):
+        raise SystemExit(f"error: --model {a.model} holds a {arch!r} network, which cannot {kind}")
+    outs = _outputs(a.inputs, a.output, f".{a.format}")
+    failed = 0
+    for src, dst in _progress(list(zip(a.inputs, outs)), kind):
+        try:
+            img = load_image(src, keep_gray=kind == "upscale")
+        except ImageReadError as e:
+            print(f"skipped: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        y, alpha = stylize_image(model, img) if kind == "stylize" else upscale_image(model, img)
+        if alpha is not None and dst.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
+            alpha = None  # these formats have no alpha; the user asked for them
+        save_image(dst, y, alpha=alpha, bit_depth=img.bit_depth, icc_profile=img.icc_profile, exif=img.exif)
+    print(f"{len(outs) - failed} written, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_gatys(a) -> int:
+    import torch
+
+    from perceptual_core.gatys import gatys
+    from perceptual_core.inference import auto_device
+    from perceptual_core.io import load_image, save_image
+    from perceptual_core.vgg import VGG16Loss
+
+    g, ls = config.section("gatys"), config.section("losses")
+    dev = auto_device(a.device)
+    net = VGG16Loss.pretrained(config.vgg_weights_arg(), allow_download=config.section("loss_network")["allow_download"]).to(dev)
+    content = load_image(a.content).to_tensor()
+    if a.size:
+        f = a.size / max(content.shape[-2:])
+        hw = [max(1, round(s * f)) for s in content.shape[-2:]]
+        content = torch.nn.functional.interpolate(content[None], size=hw, mode="bicubic", antialias=True)[0].clamp(0, 1)
+    style = load_image(a.style).to_tensor()
+    bar = _progress(range(a.iters), "gatys", unit="it")
+    bar_iter = iter(bar)
+
+    def tick(i, losses):
+        next(bar_iter, None)
+        bar.set_postfix(loss=f"{losses['total']:.4g}")
+
+    res = gatys(
+        content, style, net, iters=a.iters, optimizer=a.optimizer or g["optimizer"], init=a.init or g["init"],
+        content_weight=g["content_weight"], style_weight=a.style_weight or g["style_weight"], tv_weight=g["tv_weight"],
+        style_size=ls["style_size"], content_layers=ls["content_layers"], style_layers=ls["style_layers"], callback=tick,
+    )
+    bar.close()
+    save_image(a.output, res.image.cpu())
+    if a.history:
+        Path(a.history).write_text(json.dumps(res.history, indent=1))
+    print(f"wrote {a.output}; final loss {res.history[-1]['total']:.5g}" if res.history else f"wrote {a.output}")
+    return 0
+
+
+def cmd_sr_eval(a) -> int:
+    from pipelines.sr_eval import run_sr_eval
+
+    res = run_sr_eval(a.method, a.hr, a.scale, lr_dir=a.lr, weights=a.weights, json_out=a.json, progress=_progress)
+    return 0 if res else 1
+
+
+def cmd_run(a) -> int:
+    from pipelines.baselines import main
+
+    return main(progress=_progress)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="perceptual", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("weights", help="prepare and verify the VGG-16 loss-network weights")
+    s.add_argument("--weights", help="local file (.pth state dict or Keras VGG-16 .onnx)")
+    s.add_argument("--offline", action="store_true", help="do not try the torchvision download")
+    s.set_defaults(fn=cmd_weights)
+
+    for kind in ("stylize", "upscale"):
+        s = sub.add_parser(kind, help=f"{kind} images with a trained network checkpoint")
+        s.add_argument("inputs", nargs="+", metavar="IN")
+        s.add_argument("--model", required=True, help="checkpoint file (.pt)")
+        s.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+        s.add_argument("--format", default="png", help="output extension when writing to a folder")
+        s.add_argument("--device", default="auto")
+        s.set_defaults(fn=lambda a, k=kind: _run_model(a, k))
+
+    s = sub.add_parser("gatys", help="Gatys et al. optimisation-based style transfer (the baseline)")
+    s.add_argument("content")
+    s.add_argument("style")
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--iters", type=int, default=100)
+    s.add_argument("--size", type=int, default=512, help="longer side of the content image (0: keep)")
+    s.add_argument("--optimizer", choices=["lbfgs", "adam"])
+    s.add_argument("--init", choices=["content", "noise"])
+    s.add_argument("--style-weight", type=float)
+    s.add_argument("--history", help="write the per-iteration losses as JSON")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=cmd_gatys)
+
+    s = sub.add_parser("sr-eval", help="PSNR/SSIM (Y and RGB) of an SR method on an HR folder")
+    s.add_argument("--method", required=True, help="bicubic | srcnn-official | PATH to an SR checkpoint")
+    s.add_argument("--hr", required=True, help="folder of HR images")
+    s.add_argument("--lr", help="folder of LR images with the same names (default: MATLAB bicubic from HR)")
+    s.add_argument("--scale", type=int, required=True)
+    s.add_argument("--weights", help="SRCNN .mat file for srcnn-official")
+    s.add_argument("--json", help="write the results here")
+    s.set_defaults(fn=cmd_sr_eval)
+
+    s = sub.add_parser("run", help="the main job (see README)")
+    s.set_defaults(fn=cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from perceptual_core.vgg import WeightsError
+
+    try:
+        return args.fn(args)
+    except (FileNotFoundError, ValueError, WeightsError) as e:  # these carry their own advice
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

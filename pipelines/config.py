@@ -1,0 +1,53 @@
+"""The one place that reads params.yaml (and the environment overrides of it)."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def params_path() -> Path:
+    return Path(os.environ.get("PERCEPTUAL_PARAMS", ROOT / "params.yaml"))
+
+
+@lru_cache(maxsize=4)
+def _load(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"params file not found: {p} (set PERCEPTUAL_PARAMS)")
+    with open(p) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected a mapping at the top level")
+    return data
+
+
+def params() -> dict[str, Any]:
+    return _load(str(params_path()))
+
+
+def section(name: str) -> dict[str, Any]:
+    value = params().get(name)
+    if not isinstance(value, dict):
+        raise KeyError(f"{params_path()}: missing section {name!r}")
+    return value
+
+
+def resolve(path: str | Path) -> Path:
+    """Resolve a params path relative to the project root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (ROOT / p).resolve()
+
+
+def data_dir() -> Path:
+    return resolve(os.environ.get("PERCEPTUAL_DATA_DIR") or params().get("data_dir", "../shared/data"))
+
+
+def vgg_weights_arg() -> str | None:
+    w = section("loss_network").get("weights")
+    return str(resolve(w)) if w else None
