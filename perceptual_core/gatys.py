@@ -74,7 +74,7 @@ def gatys(
         losses = crit(x, content_feats=cfeats)
         losses["total"].backward()
         if not first:  # the loss at the start of the iteration (L-BFGS may evaluate again)
-            first.update({k: float(v) for k, v in losses.items()})
+            first.update({k: float(v.detach()) for k, v in losses.items()})
         return losses["total"]
 
     for i in range(iters):

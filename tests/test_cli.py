@@ -1,0 +1,120 @@
+"""The `perceptual` console script, run as a user runs it (a real subprocess)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from perceptual_core.checkpoint import save_checkpoint
+from perceptual_core.io import load_image, save_image
+from perceptual_core.networks import SRNet, TransformNet
+
+ROOT = Path(__file__).resolve().parents[1]
+EXE = Path(sys.executable).with_name("perceptual")
+
+
+def cli(*args, env_extra=None, check=True):
+    env = {**os.environ, **(env_extra or {})}
+    r = subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    if check and r.returncode != 0:
+        raise AssertionError(f"perceptual {' '.join(map(str, args))} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def test_weights_command(weights_cache):
+    r = cli("weights", "--offline")
+    assert "sha256:  21413c2e2f6bc968" in r.stdout and "(verified)" in r.stdout
+    assert "14,714,688" in r.stdout
+    bad = cli("weights", "--weights", "/nonexistent/vgg.pth", check=False)
+    assert bad.returncode == 2 and "/nonexistent/vgg.pth" in bad.stderr and "PERCEPTUAL_VGG16_WEIGHTS" in bad.stderr
+
+
+def test_sr_eval_bicubic_json(tmp_path, data_dir):
+    out = tmp_path / "set5.json"
+    r = cli("sr-eval", "--method", "bicubic", "--hr", data_dir / "Set5/HR", "--lr", data_dir / "Set5/LR_bicubic_x4",
+            "--scale", 4, "--json", out)
+    assert "butterfly" in r.stdout and "mean" in r.stdout
+    res = json.loads(out.read_text())
+    assert set(res["mean"]) == {"psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"}
+    assert len(res["images"]) == 5 and round(res["mean"]["psnr_y"], 2) == 28.42
+
+
+def test_sr_eval_errors_name_the_parameter(data_dir, tmp_path):
+    r = cli("sr-eval", "--method", "srcnn-official", "--hr", data_dir / "Set5/HR", "--scale", 4, check=False)
+    assert r.returncode == 2 and "--weights" in r.stderr
+    r = cli("sr-eval", "--method", "bicubic", "--hr", tmp_path / "nothing", "--scale", 4, check=False)
+    assert r.returncode == 2 and "nothing" in r.stderr
+    r = cli("sr-eval", "--method", "bicubic", "--hr", data_dir / "Set5/HR", "--lr", data_dir / "Set14/LR_bicubic_x4",
+            "--scale", 4, check=False)
+    assert r.returncode == 2 and "no LR image" in r.stderr
+
+
+def test_sr_eval_network_checkpoint(tmp_path, data_dir):
+    ckpt = save_checkpoint(tmp_path / "sr.pt", SRNet(scale=4).eval())
+    out = tmp_path / "net.json"
+    cli("sr-eval", "--method", ckpt, "--hr", data_dir / "Set5/HR", "--scale", 4, "--json", out)
+    res = json.loads(out.read_text())
+    assert res["method"] == "network" and np.isfinite(res["mean"]["psnr_y"])
+    r = cli("sr-eval", "--method", ckpt, "--hr", data_dir / "Set5/HR", "--scale", 8, check=False)
+    assert r.returncode == 2 and "x4" in r.stderr
+
+
+def test_stylize_keeps_size_alpha_and_reports_bad_files(tmp_path, data_dir):
+    ckpt = save_checkpoint(tmp_path / "style.pt", TransformNet(norm="instance").eval())
+    rgba = load_image(data_dir / "Set5/HR/bird.png").pixels[:101, :77]
+    alpha = np.tile(np.linspace(0, 255, 77).astype(np.uint8), (101, 1))
+    save_image(tmp_path / "in/rgba.png", rgba, alpha=alpha)
+    (tmp_path / "in/broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    photo = data_dir / "styles/content_images/chicago.jpg"
+    r = cli("stylize", photo, tmp_path / "in/rgba.png", tmp_path / "in/broken.jpg", "--model", ckpt,
+            "-o", tmp_path / "out", check=False)
+    assert r.returncode == 1 and "broken.jpg" in r.stderr and "2 written, 1 failed" in r.stderr
+    a = load_image(tmp_path / "out/chicago.png")
+    assert a.pixels.shape == load_image(photo).pixels.shape
+    b = load_image(tmp_path / "out/rgba.png")
+    assert b.pixels.shape == (101, 77, 3) and np.array_equal(b.alpha, alpha)
+    # an SR checkpoint cannot stylize
+    sr = save_checkpoint(tmp_path / "sr.pt", SRNet(scale=4))
+    r = cli("stylize", photo, "--model", sr, "-o", tmp_path / "x.png", check=False)
+    assert r.returncode != 0 and "cannot stylize" in r.stderr
+
+
+def test_upscale_grayscale_stays_grayscale(tmp_path, data_dir):
+    ckpt = save_checkpoint(tmp_path / "sr.pt", SRNet(scale=4).eval())
+    src = data_dir / "Set14/LR_bicubic_x4/bridge.png"  # one channel
+    cli("upscale", src, "--model", ckpt, "-o", tmp_path / "bridge_x4.png")
+    out = load_image(tmp_path / "bridge_x4.png", keep_gray=True)
+    lr = load_image(src, keep_gray=True)
+    assert out.is_gray and out.pixels.shape[:2] == (lr.pixels.shape[0] * 4, lr.pixels.shape[1] * 4)
+
+
+def test_gatys_command(tmp_path, data_dir, weights_cache):
+    out = tmp_path / "g.png"
+    hist = tmp_path / "h.json"
+    cli("gatys", data_dir / "styles/content_images/hoovertowernight.jpg", data_dir / "styles/style_images/wave.jpg",
+        "-o", out, "--iters", 4, "--size", 96, "--history", hist)
+    img = load_image(out)
+    assert max(img.pixels.shape[:2]) == 96
+    h = json.loads(hist.read_text())
+    assert len(h) == 4 and h[-1]["total"] < h[0]["total"]
+
+
+def test_main_job_runs_end_to_end(tmp_path, data_dir, weights_cache):
+    """`perceptual run` (what `make run` calls), on a reduced params file."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["run"].update(out_dir=str(tmp_path / "run"), sr_sets=["Set5"], gatys_iters=3, gatys_size=64)
+    pf = tmp_path / "params.yaml"
+    pf.write_text(yaml.safe_dump(params))
+    r = cli("run", env_extra={"PERCEPTUAL_PARAMS": str(pf), "PERCEPTUAL_DATA_DIR": str(data_dir)})
+    rows = json.loads((tmp_path / "run/sr_baselines.json").read_text())
+    by = {(x["method"], x["lr"]): x for x in rows}
+    assert round(by[("bicubic", str(data_dir / "Set5/LR_bicubic_x4"))]["psnr_y"], 2) == 28.42
+    assert round(by[("srcnn-official", "matlab-bicubic-from-hr")]["psnr_y"], 2) == 30.48
+    assert (tmp_path / "run/gatys.png").is_file() and "Gatys baseline" in (tmp_path / "run/summary.md").read_text()
+    assert "verified" in r.stdout

@@ -1,0 +1,26 @@
+"""House rules that keep the layout honest."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_perceptual_core_is_pure_pytorch():
+    banned = {"ray", "mlflow", "dvc"}
+    for f in (ROOT / "perceptual_core").rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for n in names:
+                assert n.split(".")[0] not in banned, f"{f.name} imports {n}"
+
+
+def test_params_is_read_in_one_place():
+    readers = [f.relative_to(ROOT).as_posix() for d in ("perceptual_core", "pipelines") for f in (ROOT / d).rglob("*.py")
+               if "params.yaml" in f.read_text() and "yaml.safe_load" in f.read_text()]
+    assert readers == ["pipelines/config.py"]
