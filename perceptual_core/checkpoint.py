@@ -5,13 +5,12 @@ A checkpoint is a dict of tensors and plain values (`config` to rebuild the netw
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from .io import atomic_write
 from .networks import build_model
 
 FORMAT = "perceptual-checkpoint-v1"
@@ -20,17 +19,9 @@ FORMAT = "perceptual-checkpoint-v1"
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict | None = None, **extra) -> Path:
     """Write atomically: a crash mid-write never leaves a truncated checkpoint."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {"format": FORMAT, "config": dict(model.config), "state_dict": model.state_dict(), "meta": meta or {}}
     state.update(extra)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda f: torch.save(state, f))
     return path
 
 

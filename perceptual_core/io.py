@@ -423,7 +423,7 @@ def save_image(path, image, *, alpha=None, bit_depth: int = 8, icc_profile: byte
         extra = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
         im.save(f, format=fmt, **meta, **extra)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path
 
 
@@ -451,7 +451,7 @@ def _to_dtype(a: np.ndarray, dtype) -> np.ndarray:
     return a.astype(np.uint16) * 257  # 255 -> 65535
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write via a temp file in the target directory, then os.replace: readers never see a partial
     file and a failed write leaves any existing file untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)

