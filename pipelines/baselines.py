@@ -58,7 +58,12 @@ def main(progress=None) -> int:
             key = (method, name) if lr_dir else (method, name, "matlab-bicubic-from-hr")
             rows.append({"set": name, "method": method, "lr": res["lr"], **res["mean"],
                          "published": PUBLISHED.get(key)})
-    (out / "sr_baselines.json").write_text(json.dumps(rows, indent=1))
+    # DVC metrics: {set: {method@lr: {psnr_y, ssim_y, psnr_rgb, ssim_rgb}}}
+    metrics: dict = {}
+    for r in rows:
+        lr_tag = "matlab_lr" if r["lr"] == "matlab-bicubic-from-hr" else "standard_lr"
+        metrics.setdefault(r["set"], {})[f"{r['method']}@{lr_tag}"] = {k: round(r[k], 5) for k in ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")}
+    (out / "sr_baselines.json").write_text(json.dumps(metrics, indent=1))
     lines += [f"## SR baselines, x{scale}, Y-PSNR/SSIM (MATLAB protocol, shave {scale})", "",
               "| set | method | LR | PSNR-Y | SSIM-Y | PSNR-RGB | SSIM-RGB | published Y |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:

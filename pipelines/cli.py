@@ -24,7 +24,11 @@ def _outputs(inputs: list[str], out: str, suffix: str) -> list[Path]:
         return [o]
     if o.exists() and not o.is_dir():
         raise SystemExit(f"error: -o {o}: several inputs need an output folder, not a file")
-    return [o / f"{Path(i).stem}{suffix}" for i in inputs]
+    outs = [o / f"{Path(i).stem}{suffix}" for i in inputs]
+    if len(set(outs)) != len(outs):  # a/x.jpg and b/x.png would overwrite each other
+        dup = sorted({str(p) for p in outs if outs.count(p) > 1})
+        raise SystemExit(f"error: several inputs map to the same output name: {dup}")
+    return outs
 
 
 def cmd_weights(a) -> int:

@@ -112,9 +112,8 @@ def test_main_job_runs_end_to_end(tmp_path, data_dir, weights_cache):
     pf = tmp_path / "params.yaml"
     pf.write_text(yaml.safe_dump(params))
     r = cli("run", env_extra={"PERCEPTUAL_PARAMS": str(pf), "PERCEPTUAL_DATA_DIR": str(data_dir)})
-    rows = json.loads((tmp_path / "run/sr_baselines.json").read_text())
-    by = {(x["method"], x["lr"]): x for x in rows}
-    assert round(by[("bicubic", str(data_dir / "Set5/LR_bicubic_x4"))]["psnr_y"], 2) == 28.42
-    assert round(by[("srcnn-official", "matlab-bicubic-from-hr")]["psnr_y"], 2) == 30.48
+    m = json.loads((tmp_path / "run/sr_baselines.json").read_text())["Set5"]
+    assert round(m["bicubic@standard_lr"]["psnr_y"], 2) == 28.42
+    assert round(m["srcnn-official@matlab_lr"]["psnr_y"], 2) == 30.48
     assert (tmp_path / "run/gatys.png").is_file() and "Gatys baseline" in (tmp_path / "run/summary.md").read_text()
     assert "verified" in r.stdout
