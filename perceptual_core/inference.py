@@ -15,6 +15,13 @@ def auto_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def resize_longer(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize a (3, H, W) image in [0,1] so its longer side is ``size`` (antialiased bicubic)."""
+    f = size / max(img.shape[-2:])
+    hw = [max(1, round(s * f)) for s in img.shape[-2:]]
+    return torch.nn.functional.interpolate(img[None], size=hw, mode="bicubic", antialias=True)[0].clamp(0, 1)
+
+
 def _rgb_tensor(img: LoadedImage, device) -> torch.Tensor:
     x = img.to_tensor()
     if x.shape[0] == 1:

@@ -28,8 +28,8 @@ PUBLISHED = {
 
 def main(progress=None) -> int:
     from perceptual_core.gatys import gatys
+    from perceptual_core.inference import resize_longer
     from perceptual_core.io import load_image, save_image
-    from perceptual_core.vgg import VGG16Loss
 
     run = config.section("run")
     out = config.resolve(run["out_dir"])
@@ -39,7 +39,7 @@ def main(progress=None) -> int:
     lines = ["# perceptual: baselines run", ""]
 
     # 1. Loss network.
-    net = VGG16Loss.pretrained(config.vgg_weights_arg(), allow_download=config.section("loss_network")["allow_download"])
+    net = config.loss_network()
     info = net.info
     print(f"VGG-16 weights: {info.source} {info.path} sha256={info.sha256} (verified)")
     lines += [f"VGG-16 weights: source `{info.source}`, sha256 `{info.sha256}` (verified)", ""]
@@ -74,26 +74,20 @@ def main(progress=None) -> int:
                      f"{r['psnr_rgb']:.2f} | {r['ssim_rgb']:.4f} | {pubs} |")
 
     # 3. Gatys baseline.
-    g, ls = config.section("gatys"), config.section("losses")
-    content = load_image(data / run["gatys_content"]).to_tensor()
-    size = int(run["gatys_size"])
-    f = size / max(content.shape[-2:])
-    content = torch.nn.functional.interpolate(content[None], scale_factor=f, mode="bicubic", antialias=True)[0].clamp(0, 1)
+    kw = config.gatys_kwargs()
+    content = resize_longer(load_image(data / run["gatys_content"]).to_tensor(), int(run["gatys_size"]))
     style = load_image(data / run["gatys_style"]).to_tensor()
     iters = int(run["gatys_iters"])
     bar = progress(range(iters), "gatys", unit="it") if progress else None
     ticks = iter(bar) if bar is not None else None
     t0 = time.perf_counter()
-    res = gatys(content, style, net, iters=iters, optimizer=g["optimizer"], init=g["init"],
-                content_weight=g["content_weight"], style_weight=g["style_weight"], tv_weight=g["tv_weight"],
-                style_size=ls["style_size"], content_layers=ls["content_layers"], style_layers=ls["style_layers"],
-                callback=(lambda i, l: next(ticks, None)) if ticks else None)
+    res = gatys(content, style, net, iters=iters, callback=(lambda i, l: next(ticks, None)) if ticks else None, **kw)
     secs = time.perf_counter() - t0
     if bar is not None:
         bar.close()
     img_path = save_image(out / "gatys.png", res.image)
     h0, h1 = res.history[0], res.history[-1]
-    lines += ["", f"## Gatys baseline ({g['optimizer']}, {iters} iterations, {content.shape[-1]}x{content.shape[-2]})", "",
+    lines += ["", f"## Gatys baseline ({kw['optimizer']}, {iters} iterations, {content.shape[-1]}x{content.shape[-2]})", "",
               f"- {run['gatys_content']} in the style of {run['gatys_style']}: `{img_path.name}`",
               f"- loss {h0['total']:.4g} -> {h1['total']:.4g} (content {h1.get('content', 0):.4g}, style {h1.get('style', 0):.4g})",
               f"- {secs:.1f} s on {platform.processor() or platform.machine()} with torch {torch.__version__} "

@@ -69,22 +69,17 @@ def _run_model(a, kind: str) -> int:
 
 
 def cmd_gatys(a) -> int:
-    import torch
-
     from perceptual_core.gatys import gatys
-    from perceptual_core.inference import auto_device
+    from perceptual_core.inference import auto_device, resize_longer
     from perceptual_core.io import load_image, save_image
-    from perceptual_core.vgg import VGG16Loss
 
-    g, ls = config.section("gatys"), config.section("losses")
-    dev = auto_device(a.device)
-    net = VGG16Loss.pretrained(config.vgg_weights_arg(), allow_download=config.section("loss_network")["allow_download"]).to(dev)
+    net = config.loss_network().to(auto_device(a.device))
     content = load_image(a.content).to_tensor()
     if a.size:
-        f = a.size / max(content.shape[-2:])
-        hw = [max(1, round(s * f)) for s in content.shape[-2:]]
-        content = torch.nn.functional.interpolate(content[None], size=hw, mode="bicubic", antialias=True)[0].clamp(0, 1)
+        content = resize_longer(content, a.size)
     style = load_image(a.style).to_tensor()
+    kw = config.gatys_kwargs()
+    kw.update({k: v for k, v in (("optimizer", a.optimizer), ("init", a.init), ("style_weight", a.style_weight)) if v})
     bar = _progress(range(a.iters), "gatys", unit="it")
     bar_iter = iter(bar)
 
@@ -92,11 +87,7 @@ def cmd_gatys(a) -> int:
         next(bar_iter, None)
         bar.set_postfix(loss=f"{losses['total']:.4g}")
 
-    res = gatys(
-        content, style, net, iters=a.iters, optimizer=a.optimizer or g["optimizer"], init=a.init or g["init"],
-        content_weight=g["content_weight"], style_weight=a.style_weight or g["style_weight"], tv_weight=g["tv_weight"],
-        style_size=ls["style_size"], content_layers=ls["content_layers"], style_layers=ls["style_layers"], callback=tick,
-    )
+    res = gatys(content, style, net, iters=a.iters, callback=tick, **kw)
     bar.close()
     save_image(a.output, res.image.cpu())
     if a.history:

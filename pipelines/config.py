@@ -51,3 +51,18 @@ def data_dir() -> Path:
 def vgg_weights_arg() -> str | None:
     w = section("loss_network").get("weights")
     return str(resolve(w)) if w else None
+
+
+def loss_network():
+    """The verified VGG-16 loss network, from the sources params allow."""
+    from perceptual_core.vgg import VGG16Loss
+
+    return VGG16Loss.pretrained(vgg_weights_arg(), allow_download=section("loss_network")["allow_download"])
+
+
+def gatys_kwargs() -> dict[str, Any]:
+    """Keyword arguments for perceptual_core.gatys.gatys from the `gatys` and `losses` sections."""
+    g, ls = section("gatys"), section("losses")
+    return dict(optimizer=g["optimizer"], init=g["init"], content_weight=g["content_weight"],
+                style_weight=g["style_weight"], tv_weight=g["tv_weight"], style_size=ls["style_size"],
+                content_layers=ls["content_layers"], style_layers=ls["style_layers"])
