@@ -1,0 +1,411 @@
+"""DVC stage `acquire`: make a local image set from the source in params section `acquire`.
+
+Sources: ``builtin`` (real photos shipped inside the scikit-image / matplotlib wheels, so a fresh
+machine needs no download), ``coco`` (the official MS-COCO zip, downloaded with resume and
+verified), a local folder, or a pyarrow URI (s3://bucket/prefix, gs://..., file://...).
+
+Output: ``<out_dir>/images/<name>`` holding the source bytes unchanged (never re-encoded) and
+``<out_dir>/sources.csv`` (file,origin,bytes,sha256; ``file`` relative to images/, sorted).
+Identical params and inputs give byte-identical outputs. out_dir is built in a sibling temp folder
+and swapped in by rename; after a failure there is no out_dir at all (a stale one from earlier
+params is removed too), so no later stage can mistake a partial or outdated set for this one.
+Because out_dir is replaced wholesale, an existing non-empty folder without sources.csv (not made
+by acquire: the project root, a data folder) is refused up front and left alone.
+Non-images from a folder/URI source are copied as well: the prepare stage rejects them with a reason.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import hashlib
+import http.client
+import importlib.util
+import io
+import os
+import random
+import shutil
+import sys
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from . import config, storage
+
+__all__ = ["acquire", "download_verified", "main"]
+
+CHUNK = 1 << 20
+ZIP_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Where each package keeps its sample files, relative to the package folder.
+BUILTIN_DIRS = {"skimage": "data", "matplotlib": "mpl-data/sample_data"}
+
+
+@dataclass(frozen=True)
+class _Item:
+    name: str  # relative "/"-separated name under images/
+    origin: str  # what sources.csv records as the item's source
+    open: Callable[[], Any]  # -> binary file-like with .read(n), usable as a context manager
+
+
+# ------------------------------------------------------------------------------------ sources
+
+def _builtin_items(specs: list[str]) -> list[_Item]:
+    items = []
+    for spec in specs:
+        pkg, sep, name = str(spec).partition(":")
+        if not sep or not name or pkg not in BUILTIN_DIRS:
+            raise ValueError(f"acquire.builtin: bad entry {spec!r}; expected PACKAGE:FILE with "
+                             f"PACKAGE one of {sorted(BUILTIN_DIRS)}")
+        # find_spec on a top-level name locates the package without importing it (skimage and
+        # matplotlib take seconds to import).
+        found = importlib.util.find_spec(pkg)
+        if found is None or not found.submodule_search_locations:
+            raise FileNotFoundError(f"acquire.builtin: {spec}: package {pkg!r} is not installed")
+        path = Path(list(found.submodule_search_locations)[0]) / BUILTIN_DIRS[pkg] / name
+        if not path.is_file():
+            raise FileNotFoundError(f"acquire.builtin: {spec}: no such file in the installed {pkg} "
+                                    f"package (looked for {path})")
+        items.append(_Item(f"{pkg}_{name.replace('/', '_')}", str(spec), lambda p=path: open(p, "rb")))
+    return items
+
+
+def _folder_items(source: str, folder: Path) -> list[_Item]:
+    if not folder.exists():
+        raise FileNotFoundError(f"acquire.source: folder not found: {folder}")
+    if not folder.is_dir():
+        raise ValueError(f"acquire.source: not a folder: {folder}")
+    names = []
+    for dirpath, dirnames, filenames in os.walk(folder):  # does not follow dir symlinks: no loops
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for fn in filenames:
+            p = Path(dirpath) / fn
+            # Symlinked files count (DVC may link data in from its cache); dangling links,
+            # sockets and fifos do not.
+            if not fn.startswith(".") and p.is_file():
+                names.append(p.relative_to(folder).as_posix())
+    base = source.rstrip("/")
+    return [_Item(n, f"{base}/{n}", lambda p=folder / n: open(p, "rb")) for n in sorted(names)]
+
+
+def _uri_items(source: str, endpoint: str | None) -> list[_Item]:
+    fs, root = storage.open_uri(source, endpoint)
+    try:
+        names = storage.list_files(fs, root)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"acquire.source: {source}: not found") from None
+    except NotADirectoryError:
+        raise ValueError(f"acquire.source: {source}: is a file, expected a folder/prefix") from None
+    base = source.rstrip("/")
+    return [_Item(n, f"{base}/{n}", lambda p=f"{root}/{n}": storage.open_input(fs, p)) for n in names]
+
+
+def _zip_items(zf: zipfile.ZipFile, archive: str) -> list[_Item]:
+    members = sorted(i.filename for i in zf.infolist()
+                     if not i.is_dir() and i.filename.lower().endswith(ZIP_IMAGE_SUFFIXES)
+                     and not storage.is_hidden(i.filename) and not i.filename.startswith("__MACOSX/"))
+    return [_Item(m.rsplit("/", 1)[-1], f"{archive}:{m}", lambda m=m: zf.open(m)) for m in members]
+
+
+def _sample(items: list[_Item], n, seed, source: str) -> list[_Item]:
+    if not items:
+        raise ValueError(f"{source}: no files found (hidden files are skipped)")
+    items = sorted(items, key=lambda it: it.name)  # sample from, and write, a name-sorted list
+    if n is None:
+        return items
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"acquire.n_images must be a positive integer or null, got {n!r}")
+    if n > len(items):
+        raise ValueError(f"acquire.n_images={n} but {source} has only {len(items)} files")
+    picked = random.Random(seed).sample(items, n)
+    return sorted(picked, key=lambda it: it.name)
+
+
+# ----------------------------------------------------------------------------------- download
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _stamp(path: Path, md5: str) -> str:
+    st = path.stat()
+    return f"{md5} {st.st_size} {st.st_mtime_ns}\n"
+
+
+def download_verified(url: str, size: int, md5: str, download_dir: Path, *, timeout: float = 60) -> Path:
+    """Download ``url`` to ``download_dir/<basename>``, resuming a ``.part`` left by an earlier run.
+
+    The final name only appears after size and md5 match; a mismatching download is deleted and a
+    ValueError names the URL, expected and actual values. An interrupted transfer raises OSError and
+    keeps the .part for the next run. A verified archive already there is reused offline (a stamp
+    file with md5/size/mtime spares re-hashing 13 GB on every run).
+    """
+    from tqdm import tqdm
+
+    name = Path(urlsplit(url).path).name
+    if not name:
+        raise ValueError(f"acquire.coco.url: no file name in {url!r}")
+    download_dir.mkdir(parents=True, exist_ok=True)
+    final, part = download_dir / name, download_dir / f"{name}.part"
+    stamp_file = download_dir / f"{name}.verified"
+    size, md5 = int(size), str(md5).lower()
+
+    if final.is_file():
+        if final.stat().st_size == size:
+            with contextlib.suppress(OSError):
+                if stamp_file.read_text() == _stamp(final, md5):
+                    return final
+            if _md5(final) == md5:  # e.g. an archive the user copied in by hand
+                stamp_file.write_text(_stamp(final, md5))
+                return final
+        print(f"acquire: {final} does not match size/md5 in params; downloading it again", file=sys.stderr)
+        final.unlink()
+
+    def bad(what: str, actual) -> ValueError:
+        part.unlink(missing_ok=True)
+        expected = size if what == "size" else md5
+        return ValueError(f"download of {url} failed verification: {what} expected {expected}, got "
+                          f"{actual}; the bad file was deleted, check acquire.coco in params and rerun")
+
+    for attempt in range(2):  # the second attempt restarts from 0 after a refused resume
+        offset = part.stat().st_size if part.is_file() else 0
+        if offset > size:
+            part.unlink()
+            offset = 0
+        if offset < size:
+            req = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+            try:
+                resp = urllib.request.urlopen(req, timeout=timeout)
+            except urllib.error.HTTPError as e:
+                if e.code == 416 and attempt == 0:  # our Range is beyond the server's file
+                    part.unlink()
+                    continue
+                raise OSError(f"download of {url} failed: HTTP {e.code} {e.reason}") from e
+            except (urllib.error.URLError, OSError) as e:
+                raise OSError(f"download of {url} failed: {getattr(e, 'reason', e)}"
+                              + (f" (partial file kept for resume: {part})" if offset else "")) from e
+            with resp:
+                if resp.status == 206:
+                    start, total = _content_range(resp.headers.get("Content-Range"))
+                    if start != offset:
+                        if attempt == 0:
+                            part.unlink()
+                            continue
+                        raise OSError(f"download of {url}: server resumed at byte {start}, asked {offset}")
+                else:  # 200: the server ignored the Range header, so the body starts at byte 0
+                    offset = 0
+                    length = resp.headers.get("Content-Length")
+                    total = int(length) if length and length.isdigit() else None
+                if total is not None and total != size:  # fail before fetching gigabytes
+                    raise bad("size", f"{total} (announced by the server)")
+                _stream(resp, part, offset, size, url, name, tqdm)
+        break
+
+    actual = part.stat().st_size
+    if actual != size:
+        raise bad("size", actual)
+    actual_md5 = _md5(part)
+    if actual_md5 != md5:
+        raise bad("md5", actual_md5)
+    os.replace(part, final)
+    stamp_file.write_text(_stamp(final, md5))
+    return final
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    # "bytes START-END/TOTAL" (TOTAL may be "*")
+    try:
+        unit, rng = value.split(" ", 1)
+        span, total = rng.split("/")
+        return int(span.split("-")[0]), (None if total == "*" else int(total))
+    except (AttributeError, ValueError):
+        return None, None
+
+
+def _stream(resp, part: Path, offset: int, size: int, url: str, name: str, tqdm) -> None:
+    got = offset
+    bar = tqdm(total=size, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+               desc=name, file=sys.stderr, dynamic_ncols=True)
+    try:
+        with open(part, "ab" if offset else "wb") as f:
+            while True:
+                try:
+                    chunk = resp.read(CHUNK)
+                except (OSError, http.client.HTTPException) as e:  # IncompleteRead: server closed early
+                    raise OSError(f"download of {url} interrupted at {got} of {size} bytes ({e!r}); "
+                                  f"rerun to resume from {part}") from e
+                if not chunk:
+                    break
+                f.write(chunk)
+                got += len(chunk)
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+    if got < size:
+        raise OSError(f"download of {url} interrupted at {got} of {size} bytes (connection closed); "
+                      f"rerun to resume from {part}")
+
+
+# ------------------------------------------------------------------------------------- output
+
+def _copy(item: _Item, dest: Path) -> tuple[int, str]:
+    h, n = hashlib.sha256(), 0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with item.open() as src, open(dest, "wb") as out:
+        while chunk := src.read(CHUNK):
+            h.update(chunk)
+            out.write(chunk)
+            n += len(chunk)
+    return n, h.hexdigest()
+
+
+def _check_names(items: list[_Item]) -> None:
+    seen: dict[str, str] = {}
+    for it in items:
+        parts = it.name.split("/")
+        if it.name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"acquire: unsafe file name {it.name!r} from {it.origin}")
+        if it.name in seen:
+            raise ValueError(f"acquire: {seen[it.name]} and {it.origin} both map to images/{it.name}")
+        seen[it.name] = it.origin
+
+
+def _write_dataset(items: list[_Item], tmp: Path) -> list[dict]:
+    rows = []
+    for it in items:
+        n, digest = _copy(it, tmp / "images" / it.name)
+        rows.append({"file": it.name, "origin": it.origin, "bytes": n, "sha256": digest})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["file", "origin", "bytes", "sha256"], lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    (tmp / "sources.csv").write_text(buf.getvalue(), encoding="utf-8")
+    return rows
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+def _remove_stale_temps(out_dir: Path) -> None:
+    """Temp folders of killed runs (their pid no longer exists)."""
+    for p in out_dir.parent.glob(f"{out_dir.name}.tmp-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            _remove(p)
+        except OSError:
+            pass  # alive (or not ours): leave it
+
+
+# --------------------------------------------------------------------------------------- entry
+
+def _items(cfg: dict, source: str, out_dir: Path, stack: contextlib.ExitStack) -> tuple[list[_Item], str]:
+    """-> (all items of the source, how error messages name the source)."""
+    if source == "builtin":
+        return _builtin_items(list(cfg.get("builtin") or [])), "acquire.builtin"
+    if source == "coco":
+        c = cfg.get("coco") or {}
+        missing = [k for k in ("url", "size", "md5", "download_dir") if not c.get(k)]
+        if missing:
+            raise ValueError(f"acquire.coco: missing {', '.join(missing)} in params")
+        archive = download_verified(c["url"], c["size"], c["md5"], config.resolve(c["download_dir"]))
+        try:
+            zf = stack.enter_context(zipfile.ZipFile(archive))
+        except zipfile.BadZipFile as e:
+            raise ValueError(f"{archive}: not a readable zip archive ({e})") from e
+        return _zip_items(zf, archive.name), f"{archive} (image members)"
+    if storage.is_uri(source):
+        return _uri_items(source, cfg.get("s3_endpoint")), source
+    folder = config.resolve(source)
+    return _folder_items(source, folder), str(folder)
+
+
+def _check_out_dir(out_dir: Path, source: str) -> None:
+    """out_dir gets replaced (and removed after a failure): refuse folders acquire did not make."""
+    if out_dir.is_dir() and not (out_dir / "sources.csv").is_file() and any(out_dir.iterdir()):
+        raise ValueError(f"acquire.out_dir {out_dir} exists and was not made by acquire (no sources.csv); "
+                         f"remove it yourself or choose another out_dir")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"acquire.out_dir {out_dir} exists and is not a folder")
+    if source not in ("builtin", "coco") and not storage.is_uri(source):
+        folder = config.resolve(source)
+        if out_dir == folder or folder in out_dir.parents:
+            raise ValueError(f"acquire.out_dir {out_dir} is inside the source folder {folder}")
+
+
+def acquire(cfg: dict, out_dir: Path) -> dict:
+    """Build ``out_dir`` from the `acquire` params section ``cfg`` (see the module docstring).
+
+    Returns {"source", "out_dir", "n_files", "bytes", "rows"} (rows as in sources.csv).
+    Raises FileNotFoundError / ValueError (naming the path or URI) for a bad source, OSError for
+    an interrupted download; after any failure out_dir does not exist.
+    """
+    out_dir = Path(out_dir).absolute()
+    source = cfg.get("source")
+    if not source or not isinstance(source, str):
+        raise ValueError(f"acquire.source must be builtin, coco, a folder or a URI; got {source!r}")
+    _check_out_dir(out_dir, source)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(out_dir)
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
+    try:
+        with contextlib.ExitStack() as stack:
+            items, label = _items(cfg, source, out_dir, stack)
+            items = _sample(items, cfg.get("n_images"), cfg.get("seed", 0), label)
+            _check_names(items)
+            _remove(tmp)
+            tmp.mkdir()
+            try:
+                rows = _write_dataset(items, tmp)
+            except zipfile.BadZipFile as e:  # CRC mismatch inside the archive
+                raise ValueError(f"acquire: corrupt member in the coco archive ({e})") from e
+        # Swap: out_dir is either absent or complete at every moment.
+        old = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
+        if out_dir.exists():
+            _remove(old)
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            _remove(tmp)
+        with contextlib.suppress(OSError):
+            _remove(out_dir)  # an older set would not match these params
+        raise
+    with contextlib.suppress(OSError):
+        _remove(old)
+    total = sum(r["bytes"] for r in rows)
+    return {"source": source, "out_dir": str(out_dir), "n_files": len(rows), "bytes": total, "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="python -m pipelines.acquire", description=__doc__.split("\n\n")[0],
+                            epilog="All settings come from the `acquire` section of params.yaml.").parse_args(argv)
+    try:
+        cfg = config.section("acquire")
+        res = acquire(cfg, config.resolve(cfg.get("out_dir") or "data/acquired"))
+    except KeyError as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:  # they name the path / URI / URL and what to do
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"acquired {res['n_files']} files, {res['bytes']:,} bytes from {res['source']} -> {res['out_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
