@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --progress-bar off -e '.[test]'
 	@touch $@
 
+# The pipeline in dvc.yaml; the venv's bin on PATH so its stages find python, dvc and ray.
 run: $(STAMP)
-	$(VENV)/bin/perceptual run
+	PATH="$(abspath $(VENV))/bin:$$PATH" DVC_NO_ANALYTICS=1 $(VENV)/bin/dvc repro
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -109,6 +109,18 @@ def cmd_run(a) -> int:
     return main(progress=_progress)
 
 
+def cmd_acquire(a) -> int:
+    from . import acquire
+
+    return acquire.main([])
+
+
+def cmd_prepare(a) -> int:
+    from . import prepare
+
+    return prepare.main([a.kind])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="perceptual", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -149,7 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="write the results here")
     s.set_defaults(fn=cmd_sr_eval)
 
-    s = sub.add_parser("run", help="the main job (see README)")
+    s = sub.add_parser("acquire", help="DVC stage: make the local image set named in params (acquire)")
+    s.set_defaults(fn=cmd_acquire)
+    s = sub.add_parser("prepare", help="DVC stage: style or SR patch dataset on Ray Data (prepare_style/prepare_sr)")
+    s.add_argument("kind", choices=["style", "sr"])
+    s.set_defaults(fn=cmd_prepare)
+
+    s = sub.add_parser("run", help="the baselines job (`make run` runs the whole pipeline: dvc repro)")
     s.set_defaults(fn=cmd_run)
     return p
 

@@ -1,6 +1,10 @@
-"""`dvc repro` runs the pipeline in a real git + DVC repository (a copy of the project)."""
+"""`dvc repro` runs the pipeline in a real git + DVC repository (a copy of the project): acquire
+from a folder of 128 real COCO photos plus planted bad files, prepare both patch datasets on
+the session's Ray instance, the baselines job; then nothing to do, and a forced rerun is
+byte-identical."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -9,6 +13,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from test_prepare import plant_bad_files
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).with_name("dvc")
@@ -20,20 +26,16 @@ def run(cmd, cwd, env):
     return r
 
 
-def test_dvc_repro_then_nothing_to_do(tmp_path, data_dir, weights_cache):
+def make_repo(tmp_path: Path, params: dict) -> tuple[Path, dict]:
     repo = tmp_path / "repo"
     ign = shutil.ignore_patterns("__pycache__", "*.pyc")
     for d in ("perceptual_core", "pipelines"):
         shutil.copytree(ROOT / d, repo / d, ignore=ign)
     for f in ("dvc.yaml", ".dvcignore"):
         shutil.copy(ROOT / f, repo / f)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["run"].update(sr_sets=["Set5"], gatys_iters=2, gatys_size=48)
-    params["data_dir"] = str(data_dir)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc_site"),
-           "PERCEPTUAL_DATA_DIR": str(data_dir), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
            "PATH": f"{DVC.parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # as with the venv activated
     env.pop("PERCEPTUAL_PARAMS", None)
     run(["git", "init", "-q"], repo, env)
@@ -41,11 +43,70 @@ def test_dvc_repro_then_nothing_to_do(tmp_path, data_dir, weights_cache):
     run([str(DVC), "config", "core.analytics", "false"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "init"], repo, env)
+    return repo, env
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_dvc_repro_whole_pipeline(tmp_path, data_dir, weights_cache, ray_address):
+    coco = sorted((data_dir / "coco128_train2017" / "images").glob("*.jpg"))
+    assert len(coco) == 128
+    source = tmp_path / "photos"
+    expect = plant_bad_files(source, coco[:4])
+    for p in coco[4:]:
+        shutil.copy(p, source / p.name)
+        expect[p.name] = "ok"
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data_dir"] = str(data_dir)
+    params["acquire"]["source"] = str(source)
+    params["prepare_style"].update(patches_per_image=1, shard_rows=50)
+    params["prepare_sr"].update(patches_per_image=1)
+    params["run"].update(sr_sets=["Set5"], gatys_iters=2, gatys_size=48)
+    repo, env = make_repo(tmp_path, params)
+    env["PERCEPTUAL_DATA_DIR"] = str(data_dir)
     run([str(DVC), "repro"], repo, env)
+
+    # acquire: every file of the source, bytes untouched (bad ones too: prepare judges them)
+    acquired = read_csv(repo / "data/acquired/sources.csv")
+    assert len(acquired) == len(expect) == 128 + 8
+    assert (repo / "data/acquired/images/truncated.jpg").read_bytes() == (source / "truncated.jpg").read_bytes()
+
+    for kind, size in (("style", 256), ("sr", 288)):
+        out = repo / "data" / kind
+        manifest = read_csv(out / "manifest.csv")
+        rejected = {r["file"]: r["kind"] for r in read_csv(out / "rejected.csv")}
+        used = {m["file"] for m in manifest}
+        assert all(rejected.get(f) == k for f, k in expect.items() if k != "ok")
+        # nothing good is lost: every good photo gave a patch or is listed as too small (SR only)
+        for f, k in expect.items():
+            if k == "ok":
+                assert f in used or (kind == "sr" and rejected.get(f) == "too_small"), (kind, f)
+        splits = {m["split"] for m in manifest}
+        assert splits == {"train", "val"}
+        val_files = {m["file"] for m in manifest if m["split"] == "val"}
+        assert not val_files & {m["file"] for m in manifest if m["split"] == "train"}  # split by image
+        metrics = json.loads((repo / f"metrics/prepare_{kind}.json").read_text())
+        assert metrics["patches"]["train"] + metrics["patches"]["val"] == len(manifest)
+        assert metrics["patch_size"] == size
+    style = read_csv(repo / "data/style/manifest.csv")
+    assert len({m["shard"] for m in style if m["split"] == "train"}) >= 2  # shard_rows=50 rolls over
+    sr_rej = {r["file"]: r["kind"] for r in read_csv(repo / "data/sr/rejected.csv")}
+    assert sr_rej["small.png"] == "too_small" and sum(k == "too_small" for k in sr_rej.values()) >= 2
+
     m = json.loads((repo / "outputs/run/sr_baselines.json").read_text())
     assert round(m["Set5"]["bicubic@standard_lr"]["psnr_y"], 2) == 28.42
-    assert (repo / "dvc.lock").is_file()
+
     status = run([str(DVC), "status"], repo, env)
     assert "up to date" in status.stdout.lower(), status.stdout
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "run"], repo, env)
+    lock = (repo / "dvc.lock").read_text()
+    # a forced rerun of the data stages gives byte-identical outputs: dvc.lock's hashes do not move
+    run([str(DVC), "repro", "-f", "prepare_style", "prepare_sr"], repo, env)
+    assert (repo / "dvc.lock").read_text() == lock
     shown = run([str(DVC), "metrics", "show", "--json"], repo, env)
-    assert "bicubic@standard_lr" in shown.stdout
+    assert "bicubic@standard_lr" in shown.stdout and "images_used" in shown.stdout
