@@ -36,8 +36,9 @@ def shard_files(root: str | Path, split: str) -> list[Path]:
 class PatchShards(IterableDataset):
     """Iterate decoded patches: dicts of column -> tensor (image columns) or str (``key``).
 
-    Work is split by row group over DDP ranks (``rank``/``world_size``) and DataLoader workers,
-    so each row is read by exactly one consumer per epoch; ``shuffle`` permutes row groups and
+    Work is split over DDP ranks (``rank``/``world_size``) and DataLoader workers by row group
+    (by row when there are fewer groups than consumers), so each row goes to exactly one
+    consumer per epoch; ``shuffle`` permutes row groups and
     rows inside a bounded buffer, seeded by ``seed + epoch`` (call ``set_epoch``).
     """
 
@@ -54,23 +55,30 @@ class PatchShards(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _my_groups(self) -> list[tuple[int, int]]:
+    def _consumer(self) -> tuple[int, int]:
+        info = get_worker_info()
+        n_workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        return self.world_size * n_workers, self.rank * n_workers + worker
+
+    def _rows(self) -> Iterator[dict]:
         groups = list(self.groups)
         if self.shuffle:
             random.Random(self.seed + self.epoch).shuffle(groups)
-        info = get_worker_info()
-        n_workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        stride, offset = self.world_size * n_workers, self.rank * n_workers + worker
-        return groups[offset::stride]
-
-    def _rows(self) -> Iterator[dict]:
+        stride, offset = self._consumer()
+        # Whole row groups per consumer when there are enough of them (each reads only its own);
+        # otherwise (a small dataset) every consumer reads all groups and keeps every stride-th row.
+        by_group = len(groups) >= stride
+        mine = groups[offset::stride] if by_group else groups
         handles: dict[int, pq.ParquetFile] = {}
-        for fi, g in self._my_groups():
+        k = 0
+        for fi, g in mine:
             pf = handles.setdefault(fi, pq.ParquetFile(self.files[fi]))
             table = pf.read_row_group(g, columns=self.columns)
             cols = {c: table.column(c).to_pylist() for c in self.columns}
             for r in range(table.num_rows):
-                yield {c: (v[r] if isinstance(v[r], str) else decode_png(v[r])) for c, v in cols.items()}
+                k += 1
+                if by_group or (k - 1) % stride == offset:
+                    yield {c: (v[r] if isinstance(v[r], str) else decode_png(v[r])) for c, v in cols.items()}
 
     def __iter__(self) -> Iterator[dict]:
         if not self.shuffle:

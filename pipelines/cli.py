@@ -47,7 +47,12 @@ def _run_model(a, kind: str) -> int:
     from perceptual_core.inference import auto_device, stylize_image, upscale_image
     from perceptual_core.io import ImageReadError, load_image, save_image
 
-    model = load_model(a.model, auto_device(a.device))
+    path = a.model
+    if a.model.startswith("models:/"):
+        from . import tracking  # lazily: plain checkpoints never import mlflow
+
+        path = tracking.resolve_model(a.model)
+    model = load_model(path, auto_device(a.device))
     arch = model.config["arch"]
     if (kind == "stylize") != (arch == "transform"):
         raise SystemExit(f"error: --model {a.model} holds a {arch!r} network, which cannot {kind}")
@@ -121,6 +126,12 @@ def cmd_prepare(a) -> int:
     return prepare.main([a.kind])
 
 
+def cmd_train(a) -> int:
+    from . import train
+
+    return train.main([a.job] + (["--resume"] if a.resume else []) + (["--no-ray"] if a.no_ray else []))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="perceptual", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -133,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     for kind in ("stylize", "upscale"):
         s = sub.add_parser(kind, help=f"{kind} images with a trained network checkpoint")
         s.add_argument("inputs", nargs="+", metavar="IN")
-        s.add_argument("--model", required=True, help="checkpoint file (.pt)")
+        s.add_argument("--model", required=True, help="a checkpoint file or models:/NAME@ALIAS")
         s.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
         s.add_argument("--format", default="png", help="output extension when writing to a folder")
         s.add_argument("--device", default="auto")
@@ -166,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("prepare", help="DVC stage: style or SR patch dataset on Ray Data (prepare_style/prepare_sr)")
     s.add_argument("kind", choices=["style", "sr"])
     s.set_defaults(fn=cmd_prepare)
+
+    s = sub.add_parser("train", help="DVC stage: train one job on Ray Train, track and register it in MLflow")
+    s.add_argument("job", help="style-NAME, sr-x4-feat, sr-x4-pixel, sr-x8-feat, sr-x8-pixel, srcnn-x4")
+    s.add_argument("--resume", action="store_true", help="continue from the job's last checkpoint")
+    s.add_argument("--no-ray", action="store_true", help="plain PyTorch in this process (or under torchrun)")
+    s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("run", help="the baselines job (`make run` runs the whole pipeline: dvc repro)")
     s.set_defaults(fn=cmd_run)

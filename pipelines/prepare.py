@@ -395,12 +395,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines.prepare", description=__doc__.split("\n\n")[0])
     ap.add_argument("kind", choices=["style", "sr"])
     a = ap.parse_args(argv)
-    try:
-        run_stage(a.kind)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    from . import run_stage as run_cli
+
+    return run_cli(run_stage, a.kind)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """`dvc repro` runs the pipeline in a real git + DVC repository (a copy of the project): acquire
 from a folder of 128 real COCO photos plus planted bad files, prepare both patch datasets on
-the session's Ray instance, the baselines job; then nothing to do, and a forced rerun is
+the session's Ray instance, one training job of each kind on Ray Train with MLflow, the
+baselines job; then nothing to do, and a forced rerun is
 byte-identical."""
 from __future__ import annotations
 
@@ -66,8 +67,14 @@ def test_dvc_repro_whole_pipeline(tmp_path, data_dir, weights_cache, ray_address
     params["prepare_style"].update(patches_per_image=1, shard_rows=50)
     params["prepare_sr"].update(patches_per_image=1)
     params["run"].update(sr_sets=["Set5"], gatys_iters=2, gatys_size=48)
+    tr = params["train"]  # one job of each kind, a few iterations (test_train.py covers the rest)
+    tr.update(report_every=2, checkpoint_every=4)
+    tr["style"].update(jobs=["la_muse"], iterations=4, crop=64, batch_size=2)
+    tr["sr"].update(jobs=["x4-feat"], iterations=4, crop=64, batch_size=2)
+    tr["srcnn"].update(iterations=4, crop=64, batch_size=2)
     repo, env = make_repo(tmp_path, params)
     env["PERCEPTUAL_DATA_DIR"] = str(data_dir)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run([str(DVC), "repro"], repo, env)
 
     # acquire: every file of the source, bytes untouched (bad ones too: prepare judges them)
@@ -97,6 +104,16 @@ def test_dvc_repro_whole_pipeline(tmp_path, data_dir, weights_cache, ray_address
     sr_rej = {r["file"]: r["kind"] for r in read_csv(repo / "data/sr/rejected.csv")}
     assert sr_rej["small.png"] == "too_small" and sum(k == "too_small" for k in sr_rej.values()) >= 2
 
+    # training stages: each registered its model as version 1 with alias challenger
+    from mlflow import MlflowClient
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    for job, name in (("style-la_muse", "style-la_muse"), ("sr-x4-feat", "sr-x4-feat"), ("srcnn-x4", "srcnn-x4")):
+        tm = json.loads((repo / f"outputs/train/{job}/metrics.json").read_text())
+        assert tm["iterations"] == 4 and tm["model"] == name
+        assert str(client.get_model_version_by_alias(name, "challenger").version) == tm["version"] == "1"
+        assert (repo / f"outputs/train/{job}/model.pt").is_file()
+
     m = json.loads((repo / "outputs/run/sr_baselines.json").read_text())
     assert round(m["Set5"]["bicubic@standard_lr"]["psnr_y"], 2) == 28.42
 
@@ -109,4 +126,4 @@ def test_dvc_repro_whole_pipeline(tmp_path, data_dir, weights_cache, ray_address
     run([str(DVC), "repro", "-f", "prepare_style", "prepare_sr"], repo, env)
     assert (repo / "dvc.lock").read_text() == lock
     shown = run([str(DVC), "metrics", "show", "--json"], repo, env)
-    assert "bicubic@standard_lr" in shown.stdout and "images_used" in shown.stdout
+    assert "bicubic@standard_lr" in shown.stdout and "images_used" in shown.stdout and "loss_end" in shown.stdout

@@ -1,0 +1,437 @@
+"""Training stages: style networks, SR x4/x8 (l_feat, l_pixel), SRCNN; Ray Train or plain PyTorch.
+
+    python -m pipelines.train JOB [--resume] [--no-ray]      # JOB: style-la_muse, sr-x4-feat, srcnn-x4, ...
+
+`train_loop` is the one per-worker function. Ray Train's TorchTrainer runs it on N workers
+(gloo on CPU, NCCL on GPUs, DDP through `prepare_model`); `--no-ray` runs it in this process,
+or under `torchrun` (RANK/WORLD_SIZE set) with torch.distributed, for a GPU box without Ray.
+Data come from the prepare stages' Parquet shards through `PatchShards`, split by rank.
+
+Every `checkpoint_every` iterations rank 0 writes `<out>/last/state.pt` (model, optimiser,
+iteration; tensors only) and hands it to Ray as the run's checkpoint, so a worker crash
+restarts from it (FailureConfig) and `--resume` continues after a driver crash. The driver
+logs params, per-interval losses and throughput, a validation grid and the model to MLflow, and
+registers it as a new version of `style-NAME`, `sr-xS-LOSS` or `srcnn-xS` with alias challenger.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import config
+
+STATE = "state.pt"
+EVENTS = "events.jsonl"
+LOSS_KEYS = ("total", "content", "style", "tv", "pixel")
+
+
+# ----------------------------------------------------------------------------------- job specs
+
+def job_spec(job: str) -> dict:
+    """Everything a worker needs for JOB, from params.yaml (resolved paths, plain values)."""
+    t = config.section("train")
+    kind, _, name = job.partition("-")
+    common = {k: t[k] for k in ("lr", "report_every", "checkpoint_every", "seed", "precision", "channels_last",
+                                "compile")}
+    if kind == "style":
+        s = t["style"]
+        if name not in s["styles"]:
+            raise ValueError(f"unknown style job {job!r}: params train.style.styles has {sorted(s['styles'])}")
+        style_path = config.data_dir() / s["styles"][name] if not Path(s["styles"][name]).is_absolute() \
+            else Path(s["styles"][name])
+        if not style_path.is_file():
+            raise FileNotFoundError(f"style image for {job} not found: {style_path} (params train.style.styles)")
+        spec = dict(kind="style", model=dict(arch="transform", **s["network"]), data=str(config.resolve(s["data"])),
+                    columns=["image"], style_image=str(style_path), crop=s["crop"],
+                    weights=dict(content=s["content_weight"], style=s["style_weight"],
+                                 tv=s.get("tv_weights", {}).get(name, s["tv_weight"])),
+                    data_stage="prepare_style", registered=f"style-{name}")
+        sec = s
+    elif kind in ("sr", "srcnn"):
+        s = t["sr"] if kind == "sr" else t["srcnn"]
+        scale_s, _, loss = name.partition("-")
+        if not scale_s.startswith("x") or not scale_s[1:].isdigit() or (kind == "sr" and loss not in ("feat", "pixel")):
+            raise ValueError(f"bad job name {job!r}: use sr-x4-feat, sr-x8-pixel, srcnn-x4, ...")
+        scale = int(scale_s[1:])
+        if kind == "srcnn":
+            loss = "pixel"
+            model = dict(arch="srcnn", **s["network"])
+        else:
+            model = dict(arch="sr", scale=scale, **s["network"])
+        weights = (dict(content=1.0, tv=s["tv_weight"]) if loss == "feat" else dict(pixel=1.0))
+        spec = dict(kind=kind, model=model, data=str(config.resolve(t["sr"]["data"])),
+                    columns=["hr", f"lr_x{scale}"], scale=scale, loss=loss, crop=s["crop"], weights=weights,
+                    feat_layers=[s.get("feat_layer", "relu2_2")], data_stage="prepare_sr",
+                    registered=f"sr-x{scale}-{loss}" if kind == "sr" else f"srcnn-x{scale}")
+        sec = s
+    else:
+        raise ValueError(f"unknown job {job!r}: style-NAME, sr-xS-feat|pixel or srcnn-xS")
+    spec.update(common, job=job, batch_size=sec["batch_size"], iterations=sec["iterations"],
+                lr=sec.get("lr", t["lr"]), out_dir=str(config.resolve(t["out_dir"]) / job))
+    return spec
+
+
+# ------------------------------------------------------------------------------- worker context
+
+class _Worker:
+    """What differs between Ray Train, torchrun and a single process: rank, device, report."""
+
+    def __init__(self, use_ray: bool):
+        self.ray = use_ray
+        if use_ray:
+            import ray.train
+            import ray.train.torch
+
+            ctx = ray.train.get_context()
+            self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+            self.device = ray.train.torch.get_device()
+        else:
+            self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+            self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available()
+                                       else "cpu")
+            if self.world > 1 and not torch.distributed.is_initialized():
+                torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.ray:
+            import ray.train.torch
+
+            return ray.train.torch.prepare_model(model)
+        model = model.to(self.device)
+        if self.world > 1:
+            model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return model
+
+    def restored_state(self, out_dir: Path, resume: bool) -> dict | None:
+        path = None
+        if self.ray:
+            import ray.train
+
+            ckpt = ray.train.get_checkpoint()
+            if ckpt is not None:
+                with ckpt.as_directory() as d:
+                    return torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
+        if resume and (out_dir / "last" / STATE).is_file():
+            path = out_dir / "last" / STATE
+        return torch.load(path, map_location="cpu", weights_only=True) if path else None
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        if self.ray:
+            import ray.train
+
+            ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
+def _event(out_dir: Path, **fields) -> None:
+    with open(out_dir / EVENTS, "a") as f:
+        f.write(json.dumps({"time": round(time.time(), 3), **fields}) + "\n")
+
+
+def _batches(spec: dict, w: _Worker, split: str = "train"):
+    """Endless shuffled batches for this rank (a new permutation each pass)."""
+    from torch.utils.data import DataLoader
+
+    from perceptual_core.shards import PatchShards, shard_files
+
+    ds = PatchShards(shard_files(spec["data"], split), spec["columns"], shuffle=True, seed=spec["seed"],
+                     rank=w.rank, world_size=w.world, buffer=64)
+    epoch = 0
+    while True:
+        ds.set_epoch(epoch)
+        n = 0
+        for batch in DataLoader(ds, batch_size=spec["batch_size"], drop_last=True, num_workers=0):
+            n += 1
+            yield batch
+        if n == 0:
+            raise ValueError(f"{spec['data']}: fewer {split} patches per worker than batch_size={spec['batch_size']}")
+        epoch += 1
+
+
+def _random_crop(tensors: list[torch.Tensor], crop: int, scales: list[int], gen: torch.Generator):
+    """Same random crop of aligned HR/LR tensors (crop in HR pixels; LR gets crop/scale)."""
+    h = tensors[0].shape[-1]
+    if not crop or crop >= h:
+        return tensors
+    big = max(scales)
+    y, x = (int(torch.randint(0, (h - crop) // big + 1, (1,), generator=gen)) * big for _ in range(2))
+    return [t[..., y // s:(y + crop) // s, x // s:(x + crop) // s] for t, s in zip(tensors, scales)]
+
+
+def _rgb_to_y(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    return (65.481 * r + 128.553 * g + 24.966 * b + 16.0) / 255.0
+
+
+def make_step(spec: dict, loss_net):
+    """-> fn(model, batch) returning (output, losses dict) for the job's kind."""
+    from perceptual_core.io import load_image
+    from perceptual_core.losses import PerceptualLoss
+    from perceptual_core.resize import imresize
+
+    wts = spec["weights"]
+    if spec["kind"] == "style":
+        crit = PerceptualLoss(loss_net, content_weight=wts["content"], style_weight=wts["style"], tv_weight=wts["tv"])
+        crit.set_style(load_image(spec["style_image"]).to_tensor())
+    elif spec["loss"] == "feat":
+        crit = PerceptualLoss(loss_net, content_layers=spec["feat_layers"], content_weight=1.0, tv_weight=wts["tv"])
+    else:
+        crit = None
+
+    def step(model, batch, gen):
+        if spec["kind"] == "style":
+            (x,) = _random_crop([batch["image"]], spec["crop"], [1], gen)
+            out = model(x)
+            return out, crit(out, x)
+        hr, lr = _random_crop([batch["hr"], batch[f"lr_x{spec['scale']}"]], spec["crop"], [1, spec["scale"]], gen)
+        if spec["kind"] == "srcnn":  # SRCNN restores the bicubic-upscaled Y channel
+            y_hr, y_in = _rgb_to_y(hr), _rgb_to_y(imresize(lr, float(spec["scale"])))
+            out = model(y_in)
+            loss = F.mse_loss(out, y_hr)
+            return out, {"total": loss, "pixel": loss}
+        out = model(lr)
+        if crit is None:
+            loss = F.mse_loss(out, hr)
+            return out, {"total": loss, "pixel": loss}
+        return out, crit(out, hr)
+
+    return step
+
+
+def train_loop(cfg: dict) -> None:
+    """One worker's training (Ray Train's `train_loop_per_worker`, or called directly)."""
+    from perceptual_core.networks import build_model
+    from perceptual_core.vgg import VGG16Loss
+
+    spec, use_ray = cfg["spec"], cfg["use_ray"]
+    w = _Worker(use_ray)
+    out_dir = Path(spec["out_dir"])
+    torch.manual_seed(spec["seed"] + w.rank)
+    gen = torch.Generator().manual_seed(spec["seed"] + 1000 * w.rank)
+    cuda = w.device.type == "cuda"
+    model = build_model(spec["model"])
+    state = w.restored_state(out_dir, cfg.get("resume", False))
+    if state is not None:
+        model.load_state_dict(state["model"])
+    if cuda and spec["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    model = w.wrap(model)
+    opt = torch.optim.Adam(model.parameters(), lr=spec["lr"])
+    start = 0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["iteration"])
+    needs_vgg = spec["kind"] == "style" or spec.get("loss") == "feat"
+    loss_net = VGG16Loss.pretrained(cfg["vgg_weights"], allow_download=False).to(w.device) if needs_vgg else None
+    step = make_step(spec, loss_net)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(spec["precision"]) if cuda else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
+    if spec["compile"]:
+        model = torch.compile(model)
+    if w.rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    _event(out_dir, event="start", rank=w.rank, pid=os.getpid(), iteration=start, world_size=w.world,
+           device=str(w.device))
+    if cfg.get("tracking_uri"):
+        os.environ["MLFLOW_TRACKING_URI"] = cfg["tracking_uri"]
+
+    data = _batches(spec, w)
+    sums: dict[str, float] = {}
+    n_sum, t0 = 0, time.perf_counter()
+    model.train()
+    for it in range(start, spec["iterations"]):
+        batch = {k: v.to(w.device, non_blocking=True) for k, v in next(data).items()}
+        if cuda and spec["channels_last"]:
+            batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
+        with torch.autocast(w.device.type, dtype=amp, enabled=amp is not None):
+            _, losses = step(model, batch, gen)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(losses["total"]).backward()
+        scaler.step(opt)
+        scaler.update()
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        n_sum += 1
+        done = it + 1
+        if done % spec["report_every"] and done != spec["iterations"]:
+            continue
+        dt = time.perf_counter() - t0
+        metrics = {f"loss_{k}": v / n_sum for k, v in sums.items()}
+        metrics.update(iteration=done, iterations_per_s=n_sum / dt,
+                       images_per_s=n_sum * spec["batch_size"] * w.world / dt)
+        ckpt_dir = None
+        if done % spec["checkpoint_every"] == 0 or done == spec["iterations"]:
+            ckpt_dir = out_dir / "last"
+            if w.rank == 0:
+                _save_state(ckpt_dir, model, opt, done)
+                _event(out_dir, event="checkpoint", iteration=done)
+            if w.world > 1 and not use_ray:
+                torch.distributed.barrier()
+        if w.rank == 0:
+            _event(out_dir, event="report", **metrics)
+            if cfg.get("run_id"):
+                from . import tracking
+
+                tracking.log_metrics(cfg["run_id"], metrics, step=done)
+        w.report(metrics, ckpt_dir if w.rank == 0 else None)
+        sums, n_sum, t0 = {}, 0, time.perf_counter()
+
+
+def _unwrap(model):
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DDP
+
+
+def _save_state(folder: Path, model, opt, iteration: int) -> None:
+    from perceptual_core.io import atomic_write
+
+    state = {"model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(), "iteration": iteration}
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / STATE, lambda f: torch.save(state, f))
+
+
+# ---------------------------------------------------------------------------------- the driver
+
+def read_events(out_dir: Path) -> list[dict]:
+    p = Path(out_dir) / EVENTS
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
+
+
+def _validation_grid(model, spec: dict, n: int = 4):
+    """Rows of (input, output[, target]) for n val patches, as one uint8 image."""
+    import numpy as np
+
+    from perceptual_core.resize import imresize
+    from perceptual_core.shards import PatchShards, shard_files
+
+    try:
+        files = shard_files(spec["data"], "val")
+    except FileNotFoundError:
+        files = shard_files(spec["data"], "train")
+    rows = []
+    model.eval()
+    with torch.inference_mode():
+        for i, r in enumerate(PatchShards(files, spec["columns"])):
+            if i == n:
+                break
+            if spec["kind"] == "style":
+                x = r["image"][None]
+                tiles = [x, model(x).clamp(0, 1)]
+            else:
+                hr, lr = r["hr"][None], r[f"lr_x{spec['scale']}"][None]
+                up = imresize(lr, float(spec["scale"])).clamp(0, 1)
+                if spec["kind"] == "srcnn":
+                    y = model(_rgb_to_y(up)).clamp(0, 1)
+                    out = (up + (y - _rgb_to_y(up))).clamp(0, 1)  # SRCNN's luma change on the bicubic RGB
+                else:
+                    out = model(lr).clamp(0, 1)
+                tiles = [up, out, hr]
+            rows.append(torch.cat(tiles, dim=-1)[0])
+    grid = torch.cat(rows, dim=-2)
+    return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: dict | None = None) -> dict:
+    """Train JOB, track it in MLflow, register the model; returns the summary written to metrics.json."""
+    from perceptual_core.checkpoint import save_checkpoint
+    from perceptual_core.networks import build_model
+    from perceptual_core.vgg import load_vgg16_weights
+
+    from . import tracking
+
+    spec = {**job_spec(job), **(overrides or {})}
+    out_dir = Path(spec["out_dir"])
+    if not resume:
+        shutil.rmtree(out_dir, ignore_errors=True)  # a fresh run; --resume keeps last/ and the events
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t = config.section("train")
+    needs_vgg = spec["kind"] == "style" or spec.get("loss") == "feat"
+    vgg = load_vgg16_weights(config.vgg_weights_arg(), allow_download=config.section("loss_network")["allow_download"]) \
+        if needs_vgg else None
+    run_id = tracking.start_run(job, {"job": spec, "train": t}, data_stage=spec["data_stage"])
+    cfg = dict(spec=spec, use_ray=use_ray, resume=resume, run_id=run_id, tracking_uri=tracking.tracking_uri(),
+               vgg_weights=vgg.path if vgg else None)
+    t0 = time.perf_counter()
+    try:
+        if use_ray:
+            _fit_with_ray(cfg, t["ray"], out_dir, resume)
+        else:
+            train_loop(cfg)
+    except BaseException:
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking.tracking_uri()).set_terminated(run_id, "FAILED")
+        raise
+    wall = time.perf_counter() - t0
+    state = torch.load(out_dir / "last" / STATE, map_location="cpu", weights_only=True)
+    model = build_model(spec["model"])
+    model.load_state_dict(state["model"])
+    model.eval()
+    ckpt = save_checkpoint(out_dir / "model.pt", model, meta={"job": job, "iterations": state["iteration"],
+                                                              "run_id": run_id})
+    tracking.log_image(run_id, _validation_grid(model, spec), "validation_grid.png")
+    reports = [e for e in read_events(out_dir) if e["event"] == "report"]
+    starts = [e for e in read_events(out_dir) if e["event"] == "start"]
+    summary = {"job": job, "iterations": state["iteration"], "run_id": run_id, "wall_seconds": round(wall, 1),
+               "restarts": sum(1 for e in starts if e["rank"] == 0) - 1,
+               "resumed_from": sorted({e["iteration"] for e in starts if e["iteration"] > 0}),
+               "loss_start": {k: v for k, v in reports[0].items() if k.startswith("loss_")} if reports else {},
+               "loss_end": {k: v for k, v in reports[-1].items() if k.startswith("loss_")} if reports else {},
+               "iterations_per_s": round(sum(r["iterations_per_s"] for r in reports) / max(1, len(reports)), 3)}
+    hw = (64, 64) if spec["kind"] == "style" else (24, 24)
+    version = tracking.finish_run(run_id, model, ckpt, model_name=spec["registered"], example_hw=hw,
+                                  tags={"job": job})
+    summary.update(model=spec["registered"], version=str(version.version))
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{job}: {summary['iterations']} iterations in {wall:.0f} s; loss_total "
+          f"{summary['loss_start'].get('loss_total', float('nan')):.4g} -> "
+          f"{summary['loss_end'].get('loss_total', float('nan')):.4g}; registered {spec['registered']} "
+          f"v{version.version} @challenger (run {run_id})", file=sys.stderr)
+    return summary
+
+
+def _fit_with_ray(cfg: dict, rcfg: dict, out_dir: Path, resume: bool) -> None:
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from .ray_env import ray_session
+
+    storage = out_dir / "ray"
+    if not resume:
+        shutil.rmtree(storage, ignore_errors=True)
+    n = int(rcfg["num_workers"])
+    with ray_session(num_cpus=n):
+        trainer = TorchTrainer(
+            train_loop, train_loop_config=cfg,
+            scaling_config=ScalingConfig(num_workers=n, use_gpu=bool(rcfg["use_gpu"]),
+                                         resources_per_worker={"GPU": rcfg["gpus_per_worker"]} if rcfg["use_gpu"]
+                                         else {"CPU": 1}),
+            run_config=RunConfig(name=cfg["spec"]["job"], storage_path=str(storage),
+                                 failure_config=FailureConfig(max_failures=int(rcfg["max_failures"]))))
+        trainer.fit()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("job", help="style-NAME, sr-x4-feat, sr-x4-pixel, sr-x8-feat, sr-x8-pixel, srcnn-x4")
+    ap.add_argument("--resume", action="store_true", help="continue from the job's last checkpoint")
+    ap.add_argument("--no-ray", action="store_true", help="plain PyTorch in this process (or under torchrun)")
+    a = ap.parse_args(argv)
+    from . import run_stage
+
+    return run_stage(run_job, a.job, use_ray=not a.no_ray, resume=a.resume)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

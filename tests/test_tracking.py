@@ -1,0 +1,283 @@
+"""MLflow tracking and the model registry against real stores: a sqlite file and a live
+`mlflow server` on 127.0.0.1 (no mocks). Networks are small and untrained."""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from perceptual_core.checkpoint import load_model, save_checkpoint
+from perceptual_core.io import load_image
+from perceptual_core.networks import SRNet, TransformNet
+from perceptual_core.srcnn import SRCNN
+from pipelines import tracking
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STYLE = dict(norm="instance", padding="reflect", upsample="nearest", width=0.25)
+PARAMS = {"job": {"kind": "style", "model": dict(arch="transform", **STYLE), "layers": ["relu1_2", "relu2_2"],
+                  "tv_weights": {}, "note": "x" * 900}, "train": {"lr": 1e-3, "ray": {"num_workers": 2}}}
+
+
+def _net(seed: int, make=lambda: TransformNet(**STYLE)):
+    torch.manual_seed(seed)
+    return make().eval()
+
+
+def _register(tmp: Path, name: str, model, hw=(64, 64), job="style-test", data_stage="prepare_style"):
+    """What a training job does: a run with params, metrics at 3 steps and an image, then the model."""
+    run_id = tracking.start_run(job, PARAMS, data_stage=data_stage)
+    for step in (1, 2, 3):
+        tracking.log_metrics(run_id, {"loss_total": 1.0 / step, "images_per_s": 10.0 * step}, step=step)
+    tracking.log_image(run_id, np.full((16, 24, 3), 200, np.uint8), "validation_grid.png")
+    ckpt = save_checkpoint(tmp / f"{name}-{run_id}.pt", model, meta={"run_id": run_id})
+    t0 = time.perf_counter()
+    mv = tracking.finish_run(run_id, model, ckpt, model_name=name, example_hw=hw, tags={"job": job})
+    print(f"finish_run {name} v{mv.version}: {time.perf_counter() - t0:.1f} s")
+    return run_id, mv
+
+
+def _same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _matches_eager(uri: str, model, channels: int, sizes) -> None:
+    """The registered pt2 program runs at sizes and batches other than its example's."""
+    import mlflow.pytorch
+
+    exported = mlflow.pytorch.load_model(uri)
+    for batch in (1, 3):
+        for h, w in sizes:
+            x = torch.rand(batch, channels, h, w)
+            with torch.no_grad():
+                want, got = model(x), exported(x)
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------- sqlite store
+
+@pytest.fixture(scope="module")
+def sqlite_store(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mlflow_sqlite")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
+        mp.setenv("PERCEPTUAL_CACHE_DIR", str(d / "cache"))
+        yield d
+
+
+@pytest.fixture(scope="module")
+def style_registry(sqlite_store):
+    """Two training runs of registered model style-test: versions 1 and 2."""
+    models = [_net(1), _net(2)]
+    runs = [_register(sqlite_store, "style-test", m) for m in models]
+    return {"models": models, "runs": runs}
+
+
+def test_run_records_params_provenance_metrics_and_image(style_registry):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking.tracking_uri())
+    run_id, mv = style_registry["runs"][0]
+    run = client.get_run(run_id)
+    assert run.info.run_name == "style-test" and run.info.status == "FINISHED"
+    p = run.data.params
+    assert p["job.model.norm"] == "instance" and p["job.layers"] == "['relu1_2', 'relu2_2']"
+    assert p["train.ray.num_workers"] == "2" and p["job.tv_weights"] == "{}"
+    assert p["job.note"] == "x" * 500  # MLflow's portable value limit
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    lock = ROOT / "dvc.lock"
+    t = run.data.tags
+    assert t["git_commit"] == head and len(head) == 40
+    assert t["git_dirty"] in ("true", "false")
+    assert t["data_version"] == yaml.safe_load(lock.read_text())["stages"]["prepare_style"]["outs"][0]["md5"]
+    assert t["dvc_lock_sha256"] == hashlib.sha256(lock.read_bytes()).hexdigest()
+
+    hist = client.get_metric_history(run_id, "loss_total")
+    assert [(m.step, m.value) for m in sorted(hist, key=lambda m: m.step)] == [(1, 1.0), (2, 0.5), (3, 1 / 3)]
+    assert "validation_grid.png" in [f.path for f in client.list_artifacts(run_id)]
+    assert mv.tags == {"git_commit": head, "data_version": t["data_version"], "run_id": run_id, "job": "style-test"}
+
+
+def test_versions_alias_and_resolve(style_registry, sqlite_store):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking.tracking_uri())
+    (run1, v1), (run2, v2) = style_registry["runs"]
+    m1, m2 = style_registry["models"]
+    assert (str(v1.version), str(v2.version)) == ("1", "2")
+    assert v1.aliases == ["challenger"]  # when it was registered
+    assert client.get_model_version("style-test", "1").aliases == []  # the alias moved on
+    assert str(tracking.get_version("style-test", "challenger").version) == "2"
+
+    path = tracking.resolve_model("models:/style-test@challenger")
+    assert path.is_file() and str(path).startswith(str(sqlite_store / "cache" / "models"))
+    assert _same_weights(load_model(path), m2) and not _same_weights(load_model(path), m1)
+    assert tracking.resolve_model("models:/style-test@challenger") == path  # cached
+    assert _same_weights(load_model(tracking.resolve_model("models:/style-test/1")), m1)
+
+    tracking.set_alias("style-test", "champion", 1)
+    assert tracking.get_version("style-test", "champion").run_id == run1
+    assert _same_weights(load_model(tracking.resolve_model("models:/style-test@champion")), m1)
+    assert tracking.resolve_model("runs/model.pt") == Path("runs/model.pt")  # plain paths pass through
+
+
+def test_registered_style_model_runs_at_other_sizes(style_registry):
+    _matches_eager("models:/style-test@challenger", style_registry["models"][1], 3, [(51, 77), (96, 128)])
+
+
+@pytest.mark.parametrize("name,make,hw,channels,sizes", [
+    ("style-paper", lambda: TransformNet(width=0.25), (64, 64), 3, [(51, 77), (96, 128)]),
+    ("sr-x4", lambda: SRNet(scale=4, width=0.25), (24, 24), 3, [(13, 17)]),
+    ("sr-x8", lambda: SRNet(scale=8, width=0.25), (24, 24), 3, [(13, 17)]),
+    ("srcnn", SRCNN, (24, 24), 1, [(13, 17), (40, 52)]),
+])
+def test_every_architecture_exports_size_generic(sqlite_store, name, make, hw, channels, sizes):
+    import mlflow.models
+
+    model = _net(3, make)
+    _, mv = _register(sqlite_store, name, model, hw=hw, job=name, data_stage="prepare_sr")
+    uri = f"models:/{name}/{mv.version}"
+    sig = mlflow.models.get_model_info(uri).signature
+    assert sig.inputs.inputs[0].shape == sig.outputs.inputs[0].shape == (-1, channels, -1, -1)
+    _matches_eager(uri, model, channels, sizes)
+
+
+def test_unknown_models_aliases_and_versions_are_clear(style_registry):
+    for uri, msg in [("models:/no-such-model@challenger", "no registered model 'no-such-model'"),
+                     ("models:/style-test@nope", "has no alias 'nope'"),
+                     ("models:/style-test/99", "has no version 99"),
+                     ("models:/style-test", "expected models:/NAME@ALIAS")]:
+        with pytest.raises(ValueError, match=msg) as e:
+            tracking.resolve_model(uri)
+        assert uri in str(e.value)
+    with pytest.raises(ValueError, match="has no alias"):
+        tracking.get_version("style-test", "nope")
+
+
+def test_a_version_logged_without_checkpoint_is_named(sqlite_store):
+    import mlflow
+    import mlflow.pytorch
+
+    run_id = tracking.start_run("bare", {})  # our experiment: its artifacts stay in the tmp store
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(SRCNN().eval(), name="model", serialization_format="pt2",
+                                        signature=tracking._signature(1), input_example=torch.rand(2, 1, 16, 16),
+                                        pip_requirements=["torch"])
+    mv = mlflow.register_model(info.model_uri, "bare")
+    with pytest.raises(ValueError, match="has no checkpoint") as e:
+        tracking.resolve_model(f"models:/bare/{mv.version}")
+    assert f"models:/bare/{mv.version}" in str(e.value)
+
+
+def test_tracking_uri_defaults_to_the_project_database(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.tracking_uri() == f"sqlite:///{ROOT / 'mlflow.db'}"
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump({"mlflow": {"tracking_uri": "sqlite:///runs/t.db"}}))
+    monkeypatch.setenv("PERCEPTUAL_PARAMS", str(params))
+    assert tracking.tracking_uri() == f"sqlite:///{ROOT / 'runs' / 't.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    assert tracking.tracking_uri() == "http://127.0.0.1:1"
+
+
+def test_cli_stylizes_with_a_registered_model(style_registry, sqlite_store, tmp_path, data_dir):
+    photo = data_dir / "styles" / "content_images" / "chicago.jpg"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(), "PERCEPTUAL_CACHE_DIR": str(tmp_path / "c")}
+
+    def cli(*args):
+        return subprocess.run([str(BIN / "perceptual"), *map(str, args)], capture_output=True, text=True,
+                              env=env, cwd=ROOT, timeout=300)
+
+    r = cli("stylize", photo, "--model", "models:/style-test@challenger", "-o", tmp_path / "out.png")
+    assert r.returncode == 0, r.stderr
+    assert load_image(tmp_path / "out.png").pixels.shape == load_image(photo).pixels.shape
+    assert list((tmp_path / "c" / "models" / "style-test").glob("2-*/*.pt"))  # fetched version 2
+    r = cli("stylize", photo, "--model", "models:/style-test@nope", "-o", tmp_path / "bad.png")
+    assert r.returncode == 2 and "models:/style-test@nope" in r.stderr and "no alias" in r.stderr
+
+
+# ------------------------------------------------------------------------------- mlflow server
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mlflow_server")
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = open(d / "server.log", "wb")
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{d / 'srv.db'}", "--artifacts-destination", str(d / "artifacts"),
+         "--workers", "1"],
+        env=env, cwd=d, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"mlflow server did not start:\n{(d / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, d
+    finally:
+        proc.terminate()  # uvicorn shuts its worker down on SIGTERM
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_round_trip_through_a_tracking_server(mlflow_server, monkeypatch, tmp_path):
+    from mlflow import MlflowClient
+
+    url, server_dir = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("PERCEPTUAL_CACHE_DIR", str(tmp_path / "cache"))
+    model = _net(4)
+    run_id, mv = _register(tmp_path, "style-http", model, data_stage="no_such_stage")
+    client = MlflowClient(url)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["data_version"] == "missing"
+    assert run.data.params["job.model.norm"] == "instance"
+    assert str(mv.version) == "1" and mv.aliases == ["challenger"] and mv.tags["run_id"] == run_id
+
+    # A Ray worker logs from another process with nothing but the run id.
+    code = f"from pipelines import tracking; tracking.log_metrics({run_id!r}, {{'loss_total': 0.25}}, step=4)"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120,
+                   env={**os.environ, "MLFLOW_TRACKING_URI": url})
+    assert [m.step for m in client.get_metric_history(run_id, "loss_total")] == [1, 2, 3, 4]
+    (tmp_path / "summary.json").write_text("{}")
+    tracking.log_file(run_id, tmp_path / "summary.json", "reports")
+    assert [f.path for f in client.list_artifacts(run_id, "reports")] == ["reports/summary.json"]
+    assert "validation_grid.png" in [f.path for f in client.list_artifacts(run_id)]
+    assert list((server_dir / "artifacts").rglob("summary.json"))  # stored by the server's proxy
+
+    path = tracking.resolve_model("models:/style-http@challenger")
+    assert _same_weights(load_model(path), model)
+    _matches_eager("models:/style-http/1", model, 3, [(51, 77)])
