@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PERCEPTUAL_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: run test install clean-venv
+.PHONY: run test install clean-venv services-up services-down
 
 install: $(STAMP)
 
@@ -21,6 +21,15 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Local Ray head (dashboard/Jobs API), MLflow server and S3 endpoint on 127.0.0.1 (pipelines/services.py);
+# their addresses go to tmp/services/services.env: `set -a; . tmp/services/services.env; set +a`.
+services-up: $(STAMP)
+	$(PY) -m pipelines.services up
+
+# Stops exactly the processes services-up started (by PID, re-checked), nothing else.
+services-down:
+	@if [ -x $(PY) ]; then $(PY) -m pipelines.services down; else echo "no $(VENV): nothing to stop"; fi
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,6 +1,8 @@
-"""Shared fixtures: the real data folder and the real (offline) VGG-16 loss network."""
+"""Shared fixtures: the real data folder, the real (offline) VGG-16 loss network, and the local services
+(Ray head with Jobs API, MLflow server, S3 endpoint) started once per session by pipelines/services.py."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -36,64 +38,85 @@ def vgg(weights_cache):
     return VGG16Loss.pretrained(allow_download=False)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+# ----------------------------------------------------------------- local services (one per session)
+# Started lazily through pipelines/services.py, the code behind `perceptual services up`: a test that
+# asks for none of them starts nothing. All are stopped at the end by the PIDs that were started.
 
 @pytest.fixture(scope="session")
-def ray_address():
-    """One real Ray head for the whole session (stages started by `dvc repro` join it through
-    RAY_ADDRESS); stopped by the PID we started, which drains and ends its own children."""
-    import subprocess
-    import sys
-    import time
+def services_stack(tmp_path_factory):
+    """The session's `pipelines.services.Stack` (free ports, state in a tmp folder); start services
+    with ``services_stack.up(["ray"])`` etc. or, better, request the fixtures below."""
+    from pipelines import services
 
-    tmp = ROOT / "tmp" / "ray"  # project-local and short: Ray's socket paths must stay < 108 bytes
-    tmp.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    env = {**os.environ, "RAY_TMPDIR": str(tmp), "RAY_AUTH_MODE": "disabled"}
-    env.pop("RAY_ADDRESS", None)
-    log = open(tmp / "head.log", "ab")
-    ray_bin = Path(sys.executable).with_name("ray")
-    proc = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-         "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
-         "--object-store-memory=400000000"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # its own process group
-    address = f"127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        r = subprocess.run([str(ray_bin), "status", f"--address={address}"], env=env, capture_output=True)
-        if r.returncode == 0:
-            break
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise RuntimeError(f"ray head did not start; see {tmp / 'head.log'}")
-        time.sleep(1)
-    saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_TMPDIR", "RAY_AUTH_MODE")}
-    os.environ.update(RAY_ADDRESS=address, RAY_TMPDIR=str(tmp), RAY_AUTH_MODE="disabled")
+    cfg = services.StackConfig(
+        state_dir=tmp_path_factory.mktemp("services"),
+        ray_tmpdir=ROOT / "tmp" / "ray",  # project-local and short: Ray's socket paths must stay < 108 bytes
+        ports={k: 0 for k in services.DEFAULT_PORTS}, ray_num_cpus=2, ray_object_store_memory=400_000_000,
+        stop_grace=5.0)  # SIGTERM to each leader, SIGKILL after 5 s (Ray's drain can take 30)
+    stack = services.Stack(cfg)
     try:
-        yield address
+        yield stack
     finally:
-        import ray
+        stack.down()
 
-        if ray.is_initialized():
-            ray.shutdown()
-        proc.terminate()  # drains, then ends the processes it started
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:  # draining can take 30 s; the group is ours alone
-            import signal
 
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+@contextlib.contextmanager
+def _session_env(**values):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def ray_address(services_stack):
+    """One real Ray head (with dashboard / Jobs API) for the whole session; RAY_ADDRESS, RAY_TMPDIR and
+    RAY_AUTH_MODE=disabled are set for the session (stages started by `dvc repro` join it through
+    RAY_ADDRESS) and restored afterwards. -> "127.0.0.1:PORT"."""
+    from pipelines.services import FAKE_AWS
+
+    # Ray workers inherit the head's environment, not the test's: fake keys for the moto S3 server
+    # must be there from the start (they are only ever sent to 127.0.0.1).
+    with _session_env(**{k: v for k, v in FAKE_AWS.items() if not os.environ.get(k)}):
+        env = services_stack.up(["ray"])
+    with _session_env(RAY_ADDRESS=env["RAY_ADDRESS"], RAY_TMPDIR=env["RAY_TMPDIR"], RAY_AUTH_MODE="disabled"):
+        try:
+            yield env["RAY_ADDRESS"]
+        finally:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+            services_stack.down(["ray"])
+
+
+@pytest.fixture(scope="session")
+def ray_dashboard_url(ray_address, services_stack) -> str:
+    """"http://127.0.0.1:PORT" of the session head's dashboard, for `JobSubmissionClient`. (Ray lets
+    $RAY_ADDRESS, set by `ray_address`, override the client's address argument: both name this head.)"""
+    return services_stack.urls()["ray_dashboard"]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(services_stack):
+    """"http://127.0.0.1:PORT" of a moto S3 server (one per session; buckets live in memory). Fake AWS
+    credentials and region are set for the session where none are set; AWS_ENDPOINT_URL is not."""
+    from pipelines.services import FAKE_AWS
+
+    services_stack.up(["s3"])
+    with _session_env(**{k: v for k, v in FAKE_AWS.items() if not os.environ.get(k)}):
+        yield services_stack.urls()["s3"]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_uri(services_stack) -> str:
+    """"http://127.0.0.1:PORT" of a real `mlflow server` (sqlite + local artifacts, --workers 1) for the
+    session. MLFLOW_TRACKING_URI is left alone: set it per test (monkeypatch)."""
+    services_stack.up(["mlflow"])
+    return services_stack.urls()["mlflow"]
