@@ -157,14 +157,11 @@ def test_main_reads_params_and_reports_errors(tmp_path, monkeypatch, capsys):
 # ------------------------------------------------------------------------------------------ S3
 
 @pytest.fixture(scope="module")
-def moto_s3(coco_images):
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
+def moto_s3(coco_images, s3_endpoint):
+    """The session's real S3 protocol server (moto, pipelines/services.py) with a photos bucket."""
     import boto3
+
+    url = s3_endpoint
 
     s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -176,8 +173,7 @@ def moto_s3(coco_images):
         files[key] = p.read_bytes()
     s3.put_object(Bucket="photos", Key="train/.keep", Body=b"")
     s3.put_object(Bucket="photos", Key="other/x.jpg", Body=b"outside the prefix")
-    yield url, files
-    server.stop()
+    return url, files
 
 
 @pytest.fixture

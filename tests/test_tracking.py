@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -211,46 +209,10 @@ def test_cli_stylizes_with_a_registered_model(style_registry, sqlite_store, tmp_
 
 # ------------------------------------------------------------------------------- mlflow server
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    d = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(d / "server.log", "wb")
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{d / 'srv.db'}", "--artifacts-destination", str(d / "artifacts"),
-         "--workers", "1"],
-        env=env, cwd=d, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"mlflow server did not start:\n{(d / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url, d
-    finally:
-        proc.terminate()  # uvicorn shuts its worker down on SIGTERM
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+def mlflow_server(mlflow_server_uri, services_stack):
+    """The session's real `mlflow server` (pipelines/services.py) and the folder of its artifacts."""
+    return mlflow_server_uri, services_stack.cfg.state_dir / "mlflow"
 
 
 def test_round_trip_through_a_tracking_server(mlflow_server, monkeypatch, tmp_path):
