@@ -5,6 +5,7 @@ A checkpoint is a dict of tensors and plain values (`config` to rebuild the netw
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
@@ -25,12 +26,14 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict | None = None
     return path
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path, data: bytes | None = None) -> dict:
+    """data: the file's bytes when the caller has them (e.g. shipped to remote workers);
+    ``path`` then only names it in errors."""
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"{path}: not a readable checkpoint (only tensor/plain-value files load safely): {e}") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -38,9 +41,9 @@ def read_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def load_model(path: str | Path, device: str | torch.device = "cpu", data: bytes | None = None) -> nn.Module:
     """Rebuild the network stored in a checkpoint, in eval mode."""
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, data)
     model = build_model(state["config"])
     try:
         model.load_state_dict(state["state_dict"], strict=True)

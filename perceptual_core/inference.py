@@ -34,24 +34,63 @@ def _luma(y: torch.Tensor) -> torch.Tensor:
     return (y * w).sum(1, keepdim=True)
 
 
-@torch.no_grad()
-def stylize_image(model: nn.Module, img: LoadedImage, device="cpu") -> tuple[torch.Tensor, np.ndarray | None]:
-    """Return the stylised (3, H, W) tensor in [0,1] and the input's alpha (unchanged)."""
+def _forward(model: nn.Module, x: torch.Tensor, tile: int | None, overlap: int) -> torch.Tensor:
+    """model(x) for a (1, 3, H, W) host tensor; larger than ``tile`` on a side -> tiled (only tiles
+    go to the model's device; instance norm uses whole-image statistics, see tiling.py)."""
     p = next(model.parameters())
-    y = model(_rgb_tensor(img, p.device).to(p.dtype)).float().clamp(0, 1)[0].cpu()
+    if tile and max(x.shape[-2:]) > tile:
+        from .tiling import tiled_forward
+
+        return tiled_forward(model, x, tile=tile, overlap=overlap, device=p.device, dtype=p.dtype)
+    return model(x.to(p.device, p.dtype)).float().cpu()
+
+
+def keep_chrominance(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """Luminance-only transfer: the content's colours with the stylized luma (BT.601 Y).
+    Adding the same luma difference to R, G and B leaves Cb and Cr (scaled B-Y and R-Y) unchanged."""
+    return (content + (_luma(stylized[None]) - _luma(content[None]))[0]).clamp(0, 1)
+
+
+@torch.no_grad()
+def stylize_image(model: nn.Module, img: LoadedImage, device=None, *, preserve_color: bool = False,
+                  tile: int | None = None, overlap: int = 32) -> tuple[torch.Tensor, np.ndarray | None]:
+    """Return the stylised (3, H, W) tensor in [0,1] and the input's alpha (unchanged).
+
+    preserve_color: keep the input's chrominance (luminance-only transfer). tile: process images
+    with a side over ``tile`` in overlapping tiles (None: whole image at once)."""
+    x = _rgb_tensor(img, "cpu")
+    y = _forward(model, x, tile, overlap).clamp(0, 1)[0]
+    if preserve_color:
+        y = keep_chrominance(y, x[0])
     return y, img.alpha
 
 
 @torch.no_grad()
-def upscale_image(model: nn.Module, img: LoadedImage) -> tuple[torch.Tensor, np.ndarray | None]:
-    """Return the (C, sH, sW) tensor in [0,1] (C = 1 for grayscale input) and the bicubic-upscaled alpha."""
-    p = next(model.parameters())
-    y = model(_rgb_tensor(img, p.device).to(p.dtype)).float().clamp(0, 1)
-    scale = y.shape[-1] // img.pixels.shape[1]
-    if img.is_gray:
-        y = _luma(y)
+def upscale_image(model: nn.Module, img: LoadedImage, *, scale: int | None = None, tile: int | None = None,
+                  overlap: int = 32) -> tuple[torch.Tensor, np.ndarray | None]:
+    """Return the (C, sH, sW) tensor in [0,1] (C = 1 for grayscale input) and the bicubic-upscaled alpha.
+
+    SRCNN checkpoints (which do not know their scale) need ``scale`` and run the official protocol
+    (bicubic-upscaled Y restored by the network, Cb/Cr bicubic)."""
+    arch = getattr(model, "config", {}).get("arch")
+    if arch == "srcnn":
+        if not scale:
+            raise ValueError("an SRCNN model needs scale= (it is not stored in the network)")
+        from .srcnn import srcnn_upscale
+
+        lr = img.to_tensor().permute(1, 2, 0).double().numpy()
+        rgb, _ = srcnn_upscale(model, lr, scale)
+        y = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+    else:
+        if scale and scale != model.scale:
+            raise ValueError(f"scale={scale} but the model upscales x{model.scale}")
+        y = _forward(model, _rgb_tensor(img, "cpu"), tile, overlap).clamp(0, 1)
+        scale = y.shape[-1] // img.pixels.shape[1]
+        if img.is_gray:
+            y = _luma(y)
+        y = y[0]
     alpha = None
     if img.alpha is not None:
         a = imresize(img.alpha.astype(np.float64), scale)
         alpha = np.clip(np.round(a), 0, np.iinfo(img.alpha.dtype).max).astype(img.alpha.dtype)
-    return y[0].cpu(), alpha
+    return y, alpha

@@ -28,19 +28,23 @@ import io
 import os
 import secrets
 import struct
+import sys
 import threading
 import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageReadError", "LoadedImage",
-    "is_image_file", "load_image", "save_image", "tensor_to_array",
+    "encode_image", "is_image_file", "load_image", "save_image", "tensor_to_array",
 ]
 
 # Pillow's own DecompressionBombError threshold (2 * Image.MAX_IMAGE_PIXELS = 2 * 89_478_485),
@@ -81,6 +85,7 @@ class LoadedImage:
 
     def to_tensor(self) -> torch.Tensor:
         """float32 C x H x W in [0, 1]."""
+        import torch
         arr = np.ascontiguousarray(self.pixels.transpose(2, 0, 1), dtype=np.float32)
         arr /= 255.0 if self.bit_depth == 8 else 65535.0
         return torch.from_numpy(arr)
@@ -97,16 +102,22 @@ def is_image_file(path) -> bool:
 
 # --------------------------------------------------------------------------------------- loading
 
-def load_image(path, *, keep_gray: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
+def load_image(path, *, keep_gray: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               data: bytes | None = None) -> LoadedImage:
     """Load an image fully (truncation is detected here, not later).
 
     max_pixels: width*height limit checked from the header before decoding (None = no limit).
+    data: the file's bytes when the caller already has them (an object-store read, an archive
+    member); ``path`` then only names the image in errors and LoadedImage.path.
     Raises ImageReadError for missing/empty/corrupt/truncated/unsupported/oversized files.
     """
     name = os.fspath(path)
     if isinstance(name, bytes):
         name = os.fsdecode(name)
-    data = _read_file(name)
+    if data is None:
+        data = _read_file(name)
+    elif not data:
+        raise ImageReadError(f"{name}: empty file (0 bytes)")
     try:
         # We enforce max_pixels, so Pillow's header-time bomb warning is noise.
         with warnings.catch_warnings():
@@ -371,6 +382,8 @@ def _encode_png16(arr: np.ndarray, icc: bytes | None, exif: bytes | None) -> byt
 def tensor_to_array(t: torch.Tensor, bit_depth: int = 8) -> np.ndarray:
     """Float C x H x W (or H x W) tensor in [0, 1] -> H x W x C uint8/uint16: clamp, scale, round
     half to even (torch.round). NaN is an error rather than a silent black pixel."""
+    import torch
+
     if bit_depth not in (8, 16):
         raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
     if not torch.is_floating_point(t):
@@ -396,6 +409,17 @@ def save_image(path, image, *, alpha=None, bit_depth: int = 8, icc_profile: byte
     embedded for PNG/JPEG/WebP/TIFF (BMP cannot hold them). quality: JPEG/WebP only.
     """
     path = Path(path)
+    data = encode_image(path, image, alpha=alpha, bit_depth=bit_depth, icc_profile=icc_profile,
+                        exif=exif, quality=quality)
+    atomic_write(path, lambda f: f.write(data))
+    return path
+
+
+def encode_image(path, image, *, alpha=None, bit_depth: int = 8, icc_profile: bytes | None = None,
+                 exif: bytes | None = None, quality: int = 95) -> bytes:
+    """The file bytes save_image would write to ``path`` (format from its extension), for writers
+    that are not a local file (object stores, tar shards). Same arguments and errors."""
+    path = Path(path)
     fmt = _SAVE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"{path}: unsupported extension {path.suffix!r}; use one of {sorted(_SAVE_FORMATS)}")
@@ -413,22 +437,25 @@ def save_image(path, image, *, alpha=None, bit_depth: int = 8, icc_profile: byte
         pixels = _to_dtype(pixels, np.uint8)  # 8-bit-only formats
     if pixels.dtype == np.uint16 and fmt == "TIFF" and pixels.shape[2] != 1:
         raise ValueError(f"{path}: Pillow cannot write 16-bit colour/alpha TIFF; use .png")
+    if fmt == "PNG" and pixels.dtype == np.uint16:
+        return _encode_png16(pixels, icc_profile, exif)
     meta = {k: v for k, v in (("icc_profile", icc_profile), ("exif", exif)) if v and fmt != "BMP"}
+    buf = io.BytesIO()
+    im = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+    extra = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    im.save(buf, format=fmt, **meta, **extra)
+    return buf.getvalue()
 
-    def write(f):
-        if fmt == "PNG" and pixels.dtype == np.uint16:
-            f.write(_encode_png16(pixels, icc_profile, exif))
-            return
-        im = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
-        extra = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-        im.save(f, format=fmt, **meta, **extra)
 
-    atomic_write(path, write)
-    return path
+def _is_tensor(x) -> bool:
+    # torch is imported only when a tensor can be involved: decoding/encoding workers (batch jobs,
+    # prepare stages) then start without paying torch's import (seconds per process).
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def _as_hwc(path: Path, image, bit_depth: int) -> np.ndarray:
-    if isinstance(image, torch.Tensor):
+    if _is_tensor(image):
         arr = tensor_to_array(image, bit_depth)
     elif isinstance(image, np.ndarray):
         if image.dtype.type not in (np.uint8, np.uint16):

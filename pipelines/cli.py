@@ -65,7 +65,10 @@ def _run_model(a, kind: str) -> int:
             print(f"skipped: {e}", file=sys.stderr)
             failed += 1
             continue
-        y, alpha = stylize_image(model, img) if kind == "stylize" else upscale_image(model, img)
+        if kind == "stylize":
+            y, alpha = stylize_image(model, img, preserve_color=a.preserve_color, tile=a.tile or None)
+        else:
+            y, alpha = upscale_image(model, img, tile=a.tile or None)
         if alpha is not None and dst.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
             alpha = None  # these formats have no alpha; the user asked for them
         save_image(dst, y, alpha=alpha, bit_depth=img.bit_depth, icc_profile=img.icc_profile, exif=img.exif)
@@ -132,6 +135,56 @@ def cmd_train(a) -> int:
     return train.main([a.job] + (["--resume"] if a.resume else []) + (["--no-ray"] if a.no_ray else []))
 
 
+def cmd_batch(a, kind: str) -> int:
+    from . import batch
+
+    if a.address:
+        import os
+
+        os.environ["RAY_ADDRESS"] = a.address
+    opts = dict(kind=kind, model=a.model, input=a.input, output=a.output, fmt=a.format, overwrite=a.overwrite or None,
+                output_archive=a.output_archive or None, shard_size=a.shard_size, tile=a.tile, overlap=a.overlap,
+                actors=a.actors, cpus_per_actor=a.cpus_per_actor, gpus_per_actor=a.gpus, endpoint=a.endpoint,
+                device=a.device, max_pixels=a.max_pixels, engine="local" if a.no_ray else "ray")
+    if kind == "stylize":
+        opts["preserve_color"] = a.preserve_color or None
+    else:
+        opts["scale"] = a.scale
+    return batch.main(**opts)
+
+
+def _batch_parser(sub) -> None:
+    from . import jobs
+
+    b = sub.add_parser("batch", help="Ray Data batch jobs over folders, buckets and archives; submit to a cluster")
+    bsub = b.add_subparsers(dest="batch_cmd", required=True)
+    for kind in ("stylize", "upscale"):
+        s = bsub.add_parser(kind, help=f"{kind} every image under --input (folder, s3:// prefix, .tar/.tar.gz/.zip)")
+        s.add_argument("--model", required=True, help="a checkpoint file or models:/NAME@ALIAS")
+        s.add_argument("--input", required=True, help="folder, file, archive, or URI (s3://bucket/prefix/)")
+        s.add_argument("--output", required=True, help="folder or URI; names mirror the input's")
+        if kind == "upscale":
+            s.add_argument("--scale", type=int, help="4 or 8 (checked against the model; needed for SRCNN)")
+        else:
+            s.add_argument("--preserve-color", action="store_true", help="keep the input's colours (luminance-only)")
+        s.add_argument("--format", help="output extension, or 'same' (params: batch.format)")
+        s.add_argument("--overwrite", action="store_true", help="redo images whose output exists")
+        s.add_argument("--output-archive", action="store_true", help="write tar shards instead of loose files")
+        s.add_argument("--shard-size", type=int, help="images per tar shard")
+        s.add_argument("--tile", type=int, help="tile images with a side over this (0: never)")
+        s.add_argument("--overlap", type=int, help="context pixels around each tile")
+        s.add_argument("--actors", type=int, help="inference actors (one model each)")
+        s.add_argument("--cpus-per-actor", type=float, help="CPUs per actor (fractional on small machines)")
+        s.add_argument("--gpus", type=float, help="GPUs per actor")
+        s.add_argument("--endpoint", help="S3-compatible endpoint URL (else AWS_ENDPOINT_URL)")
+        s.add_argument("--address", help="Ray cluster address (else RAY_ADDRESS, else a local instance)")
+        s.add_argument("--device", help="auto | cpu | cuda")
+        s.add_argument("--max-pixels", type=int, help="refuse larger images")
+        s.add_argument("--no-ray", action="store_true", help="a plain loop in this process (no Ray)")
+        s.set_defaults(fn=lambda a, k=kind: cmd_batch(a, k))
+    jobs.add_cli(bsub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="perceptual", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -148,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
         s.add_argument("--format", default="png", help="output extension when writing to a folder")
         s.add_argument("--device", default="auto")
+        s.add_argument("--tile", type=int, default=config.section("batch")["tile"],
+                       help="process images with a side over this in overlapping tiles (0: never)")
+        s.add_argument("--preserve-color", action="store_true", default=False,
+                       help="stylize: keep the input's colours (luminance-only transfer)")
         s.set_defaults(fn=lambda a, k=kind: _run_model(a, k))
 
     s = sub.add_parser("gatys", help="Gatys et al. optimisation-based style transfer (the baseline)")
@@ -183,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue from the job's last checkpoint")
     s.add_argument("--no-ray", action="store_true", help="plain PyTorch in this process (or under torchrun)")
     s.set_defaults(fn=cmd_train)
+
+    _batch_parser(sub)
+    from . import services
+
+    services.add_cli(sub)
 
     s = sub.add_parser("run", help="the baselines job (`make run` runs the whole pipeline: dvc repro)")
     s.set_defaults(fn=cmd_run)
