@@ -53,7 +53,7 @@ def keep_chrominance(stylized: torch.Tensor, content: torch.Tensor) -> torch.Ten
 
 @torch.no_grad()
 def stylize_image(model: nn.Module, img: LoadedImage, device=None, *, preserve_color: bool = False,
-                  tile: int | None = None, overlap: int = 32) -> tuple[torch.Tensor, np.ndarray | None]:
+                  tile: int | None = None, overlap: int = 48) -> tuple[torch.Tensor, np.ndarray | None]:
     """Return the stylised (3, H, W) tensor in [0,1] and the input's alpha (unchanged).
 
     preserve_color: keep the input's chrominance (luminance-only transfer). tile: process images
@@ -67,7 +67,7 @@ def stylize_image(model: nn.Module, img: LoadedImage, device=None, *, preserve_c
 
 @torch.no_grad()
 def upscale_image(model: nn.Module, img: LoadedImage, *, scale: int | None = None, tile: int | None = None,
-                  overlap: int = 32) -> tuple[torch.Tensor, np.ndarray | None]:
+                  overlap: int = 48) -> tuple[torch.Tensor, np.ndarray | None]:
     """Return the (C, sH, sW) tensor in [0,1] (C = 1 for grayscale input) and the bicubic-upscaled alpha.
 
     SRCNN checkpoints (which do not know their scale) need ``scale`` and run the official protocol

@@ -57,7 +57,7 @@ class BatchSpec:
     shard_size: int = 64
     preserve_color: bool = False
     tile: int = 1024
-    overlap: int = 32
+    overlap: int = 48
     actors: int = 1
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
