@@ -68,16 +68,16 @@ def test_instance_norm_tiled_matches_untiled(in_run, photo):
     assert out.shape == ref.shape == photo.shape and out.dtype == torch.float32
     assert ref.std() > 0.1  # the output has real structure, so the PSNR means something
     p = psnr(out, ref)
-    # measured (tile 96): overlap 16 -> 26.5 dB, 32 -> 42.4 dB (max 0.11), 48 -> 59.5 dB (max 0.022)
-    assert p >= 50, p
-    assert (out - ref).abs().max() < 0.05
+    # measured (tile 96): overlap 16 -> 26.5 dB, 32 -> 48.9 dB (max 0.069), 48 -> 78.6 dB (max 0.0023)
+    assert p >= 65, p
+    assert (out - ref).abs().max() < 0.02
 
 
 def test_global_norm_stats_matter(in_run, photo):
     net, ref = in_run["net"], in_run["ref"]
     local = tiled_forward(net, photo, tile=96, overlap=48, global_norm_stats=False)
     p_local, p_global = psnr(local, ref), psnr(in_run["out"], ref)
-    assert p_local < p_global - 10, (p_local, p_global)  # measured: 12.1 vs 59.5 dB
+    assert p_local < p_global - 10, (p_local, p_global)  # measured: 11.8 vs 78.6 dB
 
 
 def test_device_never_gets_the_whole_image(in_run, photo):
@@ -146,7 +146,7 @@ def test_paper_padding_runs(photo):
         ref = net(photo)
     out = tiled_forward(net, photo, tile=128, overlap=32)
     assert out.shape == photo.shape
-    assert psnr(out, ref) > 35  # measured: 44.7 dB (overlap 32)
+    assert psnr(out, ref) > 45  # measured: 53.2 dB (overlap 32; 83.4 dB at 48)
 
 
 def test_sr_tiled_matches_untiled(data_dir):
@@ -216,7 +216,7 @@ def test_stylize_image_tiles_large_images(data_dir):
     from perceptual_core.inference import stylize_image
 
     img = load_image(data_dir / "Set14/HR/flowers.png")
-    net = style_net()
+    net = style_net(width=0.25)  # the whole 500 x 362 photo: the narrow net keeps the test fast
     whole, _ = stylize_image(net, img, tile=None)
     tiled, _ = stylize_image(net, img, tile=128, overlap=48)
     assert tiled.shape == whole.shape == (3, *img.pixels.shape[:2])
