@@ -154,7 +154,7 @@ def image_patches(path: str, file: str, spec: PatchSpec) -> tuple[list[dict], di
     except OSError as e:
         raise Reject("unreadable", f"cannot read file ({e.strerror or e})") from None
     try:
-        img = load_image(path, max_pixels=spec.max_pixels)
+        img = load_image(path, max_pixels=spec.max_pixels, data=raw)  # read once: hashed and decoded
     except ImageReadError as e:
         msg = str(e).removeprefix(f"{path}: ")
         raise Reject(_reject_kind(msg), msg) from None

@@ -381,8 +381,9 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
     ckpt = save_checkpoint(out_dir / "model.pt", model, meta={"job": job, "iterations": state["iteration"],
                                                               "run_id": run_id})
     tracking.log_image(run_id, _validation_grid(model, spec), "validation_grid.png")
-    reports = [e for e in read_events(out_dir) if e["event"] == "report"]
-    starts = [e for e in read_events(out_dir) if e["event"] == "start"]
+    events = read_events(out_dir)
+    reports = [e for e in events if e["event"] == "report"]
+    starts = [e for e in events if e["event"] == "start"]
     summary = {"job": job, "iterations": state["iteration"], "run_id": run_id, "wall_seconds": round(wall, 1),
                "restarts": sum(1 for e in starts if e["rank"] == 0) - 1,
                "resumed_from": sorted({e["iteration"] for e in starts if e["iteration"] > 0}),
