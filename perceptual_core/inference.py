@@ -52,7 +52,7 @@ def keep_chrominance(stylized: torch.Tensor, content: torch.Tensor) -> torch.Ten
 
 
 @torch.no_grad()
-def stylize_image(model: nn.Module, img: LoadedImage, device=None, *, preserve_color: bool = False,
+def stylize_image(model: nn.Module, img: LoadedImage, *, preserve_color: bool = False,
                   tile: int | None = None, overlap: int = 48) -> tuple[torch.Tensor, np.ndarray | None]:
     """Return the stylised (3, H, W) tensor in [0,1] and the input's alpha (unchanged).
 

@@ -27,6 +27,7 @@ import sys
 import tarfile
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -87,8 +88,6 @@ class BatchSpec:
             raise ValueError("--cpus-per-actor and read_cpus must be > 0 and --gpus >= 0")
         if self.preserve_color and self.kind != "stylize":
             raise ValueError("--preserve-color only applies to stylize")
-        if storage.is_uri(self.output) and not self.output.startswith(("s3://", "gs://", "file://", "hdfs://")):
-            raise ValueError(f"--output {self.output}: unsupported URI scheme")
 
 
 @dataclass
@@ -175,7 +174,7 @@ def filesystem(location: str, endpoint: str | None = None):
     return _FS_CACHE[key]
 
 
-def _exists(fs, path: str) -> int:
+def _exists(fs, path: str) -> bool:
     import pyarrow.fs as pafs
 
     return fs.get_file_info(path).type != pafs.FileType.NotFound
@@ -450,20 +449,26 @@ def write_rows(rows: list[dict], spec: BatchSpec) -> list[dict]:
 
 # ----------------------------------------------------------------------------------- Ray stages
 
+def read_rows(item: dict, spec: BatchSpec, done) -> Iterator[dict]:
+    """The read/decode step for one source row: a decoded row per image, or a skipped row for an
+    output already there (``done``: output keys; empty with overwrite), or a failed row."""
+    fs, root = filesystem(spec.input, spec.endpoint)
+    for key, src, data, err in _members(fs, item, _display(spec, root, item["path"])):
+        if not err and output_key(key, spec.fmt) in done:
+            yield _row(key=key, source=src, status="skipped")
+        else:
+            yield decode(key, src, data, err, spec)
+
+
 def _read_stage(batch, spec: BatchSpec, done_ref):
     """Ray Data generator: source rows -> one decoded row per image (a DataFrame each)."""
     import pandas as pd
     import ray
 
-    fs, root = filesystem(spec.input, spec.endpoint)
     done = ray.get(done_ref[0]) if done_ref else frozenset()
     for item in batch.to_dict("records"):
-        display = _display(spec, root, item["path"])
-        for key, src, data, err in _members(fs, item, display):
-            if not err and not spec.overwrite and output_key(key, spec.fmt) in done:
-                yield pd.DataFrame([_row(key=key, source=src, status="skipped")])
-                continue
-            yield pd.DataFrame([decode(key, src, data, err, spec)])
+        for row in read_rows(item, spec, done):
+            yield pd.DataFrame([row])
 
 
 def _write_stage(batch, spec: BatchSpec):
@@ -572,16 +577,15 @@ def run_batch(spec: BatchSpec, *, engine: str = "ray", progress: bool = True) ->
 def _run_local(spec, ckpt, todo, done, progress):
     from tqdm import tqdm
 
-    fs, root = filesystem(spec.input, spec.endpoint)
     pred = Predictor(spec, ckpt)
     bar = tqdm(total=len(todo), unit="src", file=sys.stderr, disable=not progress, desc=spec.kind)
     group = []
     for item in todo:
-        for key, src, data, err in _members(fs, item, _display(spec, root, item["path"])):
-            if not err and not spec.overwrite and output_key(key, spec.fmt) in done:
-                yield dict(key=key, source=src, status="skipped", error="", in_mp=0.0, t=0.0)
+        for row in read_rows(item, spec, done):
+            if row["status"] == "skipped":
+                yield dict(key=row["key"], source=row["source"], status="skipped", error="", in_mp=0.0, t=0.0)
                 continue
-            group.append(pred.predict(decode(key, src, data, err, spec)))
+            group.append(pred.predict(row))
             if not spec.output_archive or len(group) >= spec.shard_size:
                 yield from write_rows(group, spec)
                 group = []
