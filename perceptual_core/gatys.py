@@ -6,7 +6,7 @@ is optimised (L-BFGS or Adam) to minimise the content + style + TV loss.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
@@ -18,6 +18,7 @@ from .vgg import VGG16Loss
 class GatysResult:
     image: torch.Tensor  # (3, H, W) in [0,1]
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per iteration
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  # iteration count -> (3, H, W) image
 
 
 def gatys(
@@ -37,11 +38,13 @@ def gatys(
     style_layers=STYLE_LAYERS,
     seed: int = 0,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    snapshot_at: Iterable[int] = (),
 ) -> GatysResult:
     """Optimise an image for ``iters`` iterations; (3,H,W) tensors in [0,1] in and out.
 
     With L-BFGS one iteration is one optimizer step (its line search may evaluate
-    the loss more than once); with Adam it is one gradient step.
+    the loss more than once); with Adam it is one gradient step. ``snapshot_at``: iteration
+    counts after which to keep a copy of the image (one run gives the 100/300/500 results).
     """
     if iters < 0:
         raise ValueError(f"gatys: iters must be >= 0, got {iters}")
@@ -67,6 +70,7 @@ def gatys(
     else:
         opt = torch.optim.Adam([x], lr=lr or 1e-2)
     history: list[dict[str, float]] = []
+    snaps, snapshots = set(snapshot_at), {}
     first: dict[str, float] = {}
 
     def closure():
@@ -81,8 +85,10 @@ def gatys(
         first.clear()
         opt.step(closure)
         history.append(dict(first))
+        if i + 1 in snaps:
+            snapshots[i + 1] = x.detach()[0].clamp(0, 1).clone()
         if callback:
             callback(i, history[-1])
     # Unconstrained during optimisation (clamping inside breaks L-BFGS' curvature
     # pairs, as in the original Gatys/neural-style code); clip once at the end.
-    return GatysResult(x.detach()[0].clamp(0, 1), history)
+    return GatysResult(x.detach()[0].clamp(0, 1), history, snapshots)

@@ -111,12 +111,6 @@ def cmd_sr_eval(a) -> int:
     return 0 if res else 1
 
 
-def cmd_run(a) -> int:
-    from pipelines.baselines import main
-
-    return main(progress=_progress)
-
-
 def cmd_acquire(a) -> int:
     from . import acquire
 
@@ -242,12 +236,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_train)
 
     _batch_parser(sub)
-    from . import services
+    from . import promote, services
 
     services.add_cli(sub)
+    promote.add_cli(sub)
 
-    s = sub.add_parser("run", help="the baselines job (`make run` runs the whole pipeline: dvc repro)")
-    s.set_defaults(fn=cmd_run)
+    s = sub.add_parser("benchmark", help="DVC stage: the SR table or the style quality + speed table (benchmark_*)")
+    s.add_argument("kind", choices=["sr", "style"])
+    s.add_argument("--alias", help="registry alias of the models judged (params: benchmark.alias)")
+    s.set_defaults(fn=lambda a: __import__("pipelines.benchmark", fromlist=["main"]).main(
+        [a.kind] + (["--alias", a.alias] if a.alias else [])))
+
+    from . import report
+
+    s = sub.add_parser("report", help="render the benchmark report; --schedule-run: benchmark champions + history")
+    report.add_args(s)
+    s.set_defaults(fn=report.run_cli)
     return p
 
 

@@ -252,6 +252,12 @@ def set_alias(model_name: str, alias: str, version) -> None:
     _client().set_registered_model_alias(model_name, alias, str(version))
 
 
+def set_version_tags(model_name: str, version, tags: dict[str, str]) -> None:
+    client = _client()
+    for k, v in tags.items():
+        client.set_model_version_tag(model_name, str(version), k, str(v))
+
+
 def get_version(model_name: str, alias: str) -> ModelVersion:
     """The ModelVersion behind models:/model_name@alias (ValueError if there is none)."""
     return _lookup(f"models:/{model_name}@{alias}", model_name, alias=alias)

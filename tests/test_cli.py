@@ -103,17 +103,3 @@ def test_gatys_command(tmp_path, data_dir, weights_cache):
     assert max(img.pixels.shape[:2]) == 96
     h = json.loads(hist.read_text())
     assert len(h) == 4 and h[-1]["total"] < h[0]["total"]
-
-
-def test_main_job_runs_end_to_end(tmp_path, data_dir, weights_cache):
-    """`perceptual run` (what `make run` calls), on a reduced params file."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["run"].update(out_dir=str(tmp_path / "run"), sr_sets=["Set5"], gatys_iters=3, gatys_size=64)
-    pf = tmp_path / "params.yaml"
-    pf.write_text(yaml.safe_dump(params))
-    r = cli("run", env_extra={"PERCEPTUAL_PARAMS": str(pf), "PERCEPTUAL_DATA_DIR": str(data_dir)})
-    m = json.loads((tmp_path / "run/sr_baselines.json").read_text())["Set5"]
-    assert round(m["bicubic@standard_lr"]["psnr_y"], 2) == 28.42
-    assert round(m["srcnn-official@matlab_lr"]["psnr_y"], 2) == 30.48
-    assert (tmp_path / "run/gatys.png").is_file() and "Gatys baseline" in (tmp_path / "run/summary.md").read_text()
-    assert "verified" in r.stdout

@@ -1,13 +1,14 @@
 """`dvc repro` runs the pipeline in a real git + DVC repository (a copy of the project): acquire
 from a folder of 128 real COCO photos plus planted bad files, prepare both patch datasets on
 the session's Ray instance, one training job of each kind on Ray Train with MLflow, the
-baselines job; then nothing to do, and a forced rerun is
-byte-identical."""
+benchmarks of the trained models, promotion and the report; then nothing to do, and a forced
+rerun is byte-identical; then two scheduled report runs build a history with trends."""
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,38 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def check_benchmarks_promotion_report(repo: Path, env: dict, client) -> None:
+    """benchmark_sr / benchmark_style judged the quickly trained models, logged to their MLflow runs,
+    promotion made each first challenger champion, and the report shows every method."""
+    sr = json.loads((repo / "metrics/benchmark_sr.json").read_text())
+    x4 = sr["results"]["x4"]["Set5"]
+    assert set(x4) == {"standard", "blur"}
+    assert set(x4["standard"]) == {"bicubic", "srcnn-official", "srcnn", "feat"}  # sr-x4-pixel was not trained
+    assert x4["blur"]["bicubic"]["psnr_y"] < x4["standard"]["bicubic"]["psnr_y"]  # blurred LR is harder
+    assert all(v["vgg_relu2_2"] > 0 for v in x4["standard"].values())
+    st = json.loads((repo / "metrics/benchmark_style.json").read_text())
+    q = st["quality"]["style-la_muse"]
+    assert set(q) == {"ours", "gatys2", "gatys4"} and q["gatys4"]["total_loss"] < q["gatys2"]["total_loss"]
+    sp = st["speed"]["64"]
+    assert sp["gatys2_measured"] is True and sp["gatys100_measured"] is False and sp["speedup100"] > 1
+    for name, metric in (("sr-x4-feat", "bench.vgg_relu2_2_mean"), ("srcnn-x4", "bench.psnr_y_mean"),
+                         ("style-la_muse", "bench.total_loss")):
+        mv = client.get_model_version(name, "1")
+        assert metric in client.get_run(mv.run_id).data.metrics, (name, metric)
+        assert mv.tags["bench.config"] and mv.tags["promotion.decision"] == "first_champion"
+        assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    promo = (repo / "metrics/promotion.json").read_text()
+    assert "first_champion" in promo and "sr-x4-feat" in promo
+    page = (repo / "reports/benchmark.html").read_text()
+    for method in ("bicubic", "SRCNN (official)", "SRCNN (retrained)", "ours l_feat", "Gatys 4 it", "ours (s)",
+                   "Training loss curves", "Promotion decisions", "git_commit"):
+        assert method in page, method
+    assert page.count("data:image/png;base64,") >= 8  # crops, style outputs, loss curves: inlined
+    md = (repo / "reports/benchmark.md").read_text()
+    assert "| x4 | Set5 |" in md and all((repo / "reports" / m).is_file()
+                                         for m in re.findall(r"\]\((assets/[^)]+)\)", md))
+
+
 def test_dvc_repro_whole_pipeline(tmp_path, data_dir, weights_cache, ray_address):
     coco = sorted((data_dir / "coco128_train2017" / "images").glob("*.jpg"))
     assert len(coco) == 128
@@ -66,7 +99,10 @@ def test_dvc_repro_whole_pipeline(tmp_path, data_dir, weights_cache, ray_address
     params["acquire"]["source"] = str(source)
     params["prepare_style"].update(patches_per_image=1, shard_rows=50)
     params["prepare_sr"].update(patches_per_image=1)
-    params["run"].update(sr_sets=["Set5"], gatys_iters=2, gatys_size=48)
+    b = params["benchmark"]  # Set5 (2 images), both LR protocols; tiny style and speed tables
+    b["sr"].update(sets={"Set5": "Set5/HR"}, max_images=2, scales=[4], crop={"set": "Set5", "image": None, "size": 48})
+    b["style"].update(size=48, gatys_iters=[2, 4])
+    b["speed"].update(sizes=[48, 64], repeats=1, gatys_timed_iters=2, gatys_iters=[2, 100])
     tr = params["train"]  # one job of each kind, a few iterations (test_train.py covers the rest)
     tr.update(report_every=2, checkpoint_every=4)
     tr["style"].update(jobs=["la_muse"], iterations=4, crop=64, batch_size=2)
@@ -114,8 +150,7 @@ def test_dvc_repro_whole_pipeline(tmp_path, data_dir, weights_cache, ray_address
         assert str(client.get_model_version_by_alias(name, "challenger").version) == tm["version"] == "1"
         assert (repo / f"outputs/train/{job}/model.pt").is_file()
 
-    m = json.loads((repo / "outputs/run/sr_baselines.json").read_text())
-    assert round(m["Set5"]["bicubic@standard_lr"]["psnr_y"], 2) == 28.42
+    check_benchmarks_promotion_report(repo, env, client)
 
     status = run([str(DVC), "status"], repo, env)
     assert "up to date" in status.stdout.lower(), status.stdout
@@ -126,4 +161,18 @@ def test_dvc_repro_whole_pipeline(tmp_path, data_dir, weights_cache, ray_address
     run([str(DVC), "repro", "-f", "prepare_style", "prepare_sr"], repo, env)
     assert (repo / "dvc.lock").read_text() == lock
     shown = run([str(DVC), "metrics", "show", "--json"], repo, env)
-    assert "bicubic@standard_lr" in shown.stdout and "images_used" in shown.stdout and "loss_end" in shown.stdout
+    assert "psnr_y" in shown.stdout and "speedup100" in shown.stdout and "images_used" in shown.stdout \
+        and "loss_end" in shown.stdout and "first_champion" in shown.stdout
+
+    # two scheduled runs on the champions: a Parquet history and a report with trend plots
+    import pandas as pd
+
+    for _ in range(2):
+        run([sys.executable, "-m", "pipelines.cli", "report", "--schedule-run"], repo, env)
+    hist = pd.read_parquet(repo / "reports/scheduled/history.parquet")
+    assert hist["run"].nunique() == 2 and set(hist.groupby("run").size()) == {len(hist) // 2}
+    key = "sr.x4.Set5.blur.feat.psnr_y"
+    assert len(hist[hist["metric"] == key]) == 2 and (hist["models"].str.contains("sr-x4-feat:v1")).all()
+    page = (repo / "reports/scheduled/benchmark.html").read_text()
+    assert "Trends over the scheduled runs" in page and "champion models" in page
+    assert len(list((repo / "reports/scheduled/runs").iterdir())) == 2

@@ -35,7 +35,7 @@ BIN = Path(sys.executable).parent
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 KUBERAY_SCHEMA = INFRA / "schemas" / "kuberay-v1.5.1.json"
 # Subcommands that infra/ already names and that later issues add to the CLI.
-PENDING = {"batch": "issue 5 (Ray Data batch jobs)", "report": "issue 6 (benchmark reports, --schedule-run)"}
+PENDING: dict[str, str] = {}
 
 YAML_FILES = sorted(p for p in INFRA.rglob("*") if p.suffix in (".yaml", ".yml"))
 DOCKERFILES = sorted(p for p in DOCKER.glob("Dockerfile*") if not p.name.endswith(".dockerignore"))
@@ -285,6 +285,39 @@ def test_every_perceptual_command_in_infra_parses():
             parser.parse_args(words[1:])
         except SystemExit as e:
             raise AssertionError(f"{where}: {' '.join(words)} does not parse") from e
+
+
+def test_single_machine_schedules_parse_and_name_the_report_command():
+    """The crontab line has 5 valid time fields; the systemd timer/service parse as unit files
+    (configparser, as systemd's INI dialect) and run the same command, which the CLI parses."""
+    import configparser
+    import shlex
+
+    from pipelines.cli import build_parser
+
+    sched = INFRA / "schedule"
+    lines = [ln for ln in (sched / "perceptual-report.cron").read_text().splitlines()
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    assert len(lines) == 1
+    fields = lines[0].split(None, 5)
+    ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
+    for f, (lo, hi) in zip(fields[:5], ranges):
+        assert f == "*" or (f.isdigit() and lo <= int(f) <= hi), f"bad cron field {f!r}"
+    words = shlex.split(fields[5].split("&&")[-1].split(">>")[0])
+    cmds = [words]
+    units = {}
+    for name in ("perceptual-report.service", "perceptual-report.timer"):
+        cp = configparser.ConfigParser(strict=True, interpolation=None)
+        cp.optionxform = str
+        cp.read_string((sched / name).read_text())
+        units[name] = cp
+    assert units["perceptual-report.timer"]["Timer"]["OnCalendar"]
+    assert units["perceptual-report.timer"]["Install"]["WantedBy"] == "timers.target"
+    cmds.append(shlex.split(units["perceptual-report.service"]["Service"]["ExecStart"]))
+    for words in cmds:
+        i = next(i for i, w in enumerate(words) if w.endswith("perceptual"))
+        assert words[i + 1:] == ["report", "--schedule-run"], words
+        build_parser().parse_args(words[i + 1:])  # exits (fails the test) if the CLI lost it
 
 
 def test_cronjob_runs_the_perceptual_report():

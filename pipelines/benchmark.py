@@ -1,0 +1,442 @@
+"""DVC stages `benchmark_sr` and `benchmark_style`: the paper's two tables for this project's models.
+
+benchmark_sr: for each set, scale and LR protocol in params, bicubic, the official SRCNN, the
+SRCNN retrained here, ours l_pixel and ours l_feat (registry alias `benchmark.alias`), scored with
+Y and RGB PSNR/SSIM (shave = scale) and the VGG feature distance to the HR image.
+benchmark_style: content and style loss of each style model's outputs and of Gatys' results after
+N iterations on the same held-out photos, and the speed table (feed-forward vs Gatys per size).
+
+Writes metrics/benchmark_*.json (DVC metrics), plots/benchmark_*.csv (dvc plots), images for the
+report under `benchmark.out_dir`, and logs every figure to the MLflow run of the model version it
+judges (keys `bench.*`, version tags `bench.config` / `bench.at`: what `perceptual promote` reads).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import config
+
+PROTOCOLS = ("standard", "blur")
+# Published x4 Y-PSNR / SSIM on the standard LR files (SelfExSR README) and SRCNN 9-5-5 on Set5
+# with MATLAB bicubic LR made from HR (Dong et al., TPAMI): the anchors the rows are checked against.
+PUBLISHED = {("bicubic", "Set5", 4): (28.42, 0.8101), ("bicubic", "Set14", 4): (25.99, 0.7023),
+             ("bicubic", "BSD100", 4): (25.96, 0.6672)}
+# The paper's Table 1 (Titan X, seconds per image) for the report's reference column.
+PAPER_SPEED = {256: {"ours": 0.015, 100: 3.17, 300: 9.52, 500: 15.86},
+               512: {"ours": 0.05, 100: 10.97, 300: 32.91, 500: 54.85},
+               1024: {"ours": 0.21, 100: 42.89, 300: 128.66, 500: 214.44}}
+METHODS = ("bicubic", "srcnn-official", "srcnn", "pixel", "feat")
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _progress(it, desc: str, total: int | None = None):
+    from tqdm import tqdm
+
+    return tqdm(it, desc=desc, total=total, unit="img", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def settings(alias: str | None = None, dirs: dict | None = None) -> dict:
+    """params' benchmark section; ``alias`` and ``dirs`` (out_dir/metrics_dir/plots_dir) override it."""
+    b = config.section("benchmark")
+    return {**b, **(dirs or {}), "alias": alias or b["alias"]}
+
+
+def _versions(judged: dict) -> dict:
+    return {name: {"version": str(mv.version), "run_id": mv.run_id} for name, mv in judged.items()}
+
+
+def config_hash(obj) -> str:
+    """Two results are comparable only when what was measured is the same: hash of the settings."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _data_path(p: str) -> Path:
+    q = Path(p)
+    return q if q.is_absolute() else config.data_dir() / q
+
+
+def _out_dirs(b: dict) -> tuple[Path, Path, Path]:
+    out, met, plots = (config.resolve(b[k]) for k in ("out_dir", "metrics_dir", "plots_dir"))
+    for d in (out, met, plots):
+        d.mkdir(parents=True, exist_ok=True)
+    return out, met, plots
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def registry_model(name: str, alias: str):
+    """(model, ModelVersion) for models:/name@alias, or (None, reason) when there is none."""
+    from perceptual_core.checkpoint import load_model
+
+    from . import tracking
+
+    try:
+        mv = tracking.get_version(name, alias)
+        path = tracking.resolve_model(f"models:/{name}/{mv.version}")
+    except ValueError as e:
+        return None, str(e)
+    return load_model(path, "cpu"), mv
+
+
+def log_to_versions(judged: dict, metrics: dict[str, dict], cfg: str) -> None:
+    """bench.* metrics on the run of each judged version, and the config hash as a version tag."""
+    from . import tracking
+
+    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for name, mv in judged.items():
+        if not metrics.get(name):
+            continue
+        if mv.run_id:
+            tracking.log_metrics(mv.run_id, metrics[name], step=0)
+        tracking.set_version_tags(name, mv.version, {"bench.config": cfg, "bench.at": at})
+        _log(f"logged {len(metrics[name])} bench.* metrics to {name} v{mv.version} (run {mv.run_id})")
+
+
+# ------------------------------------------------------------------------------------ SR
+
+def _blur_lr(hr: np.ndarray, scale: int, deg: dict) -> np.ndarray:
+    """The paper's LR: Gaussian blur then MATLAB bicubic, float64 in [0,1] (as LR made from HR is)."""
+    from perceptual_core.resize import degrade
+
+    x = torch.from_numpy(hr.astype(np.float64) / 255.0).permute(2, 0, 1)[None]
+    y = degrade(x, scale, float(deg["blur_sigma"]), float(deg.get("blur_truncate", 3.0)))
+    return y[0].permute(1, 2, 0).numpy()
+
+
+def _pairs(set_name: str, hr_dir: Path, scale: int, protocol: str, sr: dict) -> list:
+    from perceptual_core import sr_eval as ev
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"benchmark.sr.protocols: unknown {protocol!r}; choose from {PROTOCOLS}")
+    lr_dir = _data_path(sr["lr_files"].format(set=set_name, scale=scale)) if sr.get("lr_files") else None
+    use_files = protocol == "standard" and lr_dir is not None and lr_dir.is_dir()
+    pairs = ev.load_pairs(hr_dir, scale, lr_dir if use_files else None)
+    if sr.get("max_images"):
+        pairs = pairs[: int(sr["max_images"])]
+    if protocol == "blur":
+        deg = config.section("degradation")
+        for p in pairs:
+            p.lr = _blur_lr(p.hr, scale, deg)
+    return pairs
+
+
+def _srcnn_then_bicubic(net, scale: int, native: int):
+    """SRCNN at its own scale, then MATLAB bicubic for the rest (x8 = x4 + bicubic x2, labelled so)."""
+    from perceptual_core.resize import imresize
+    from perceptual_core.srcnn import srcnn_upscale
+
+    def run(lr):
+        sr, y = srcnn_upscale(net, lr, native)
+        if scale == native:
+            return sr, y
+        return imresize(sr, scale // native), None
+
+    return run
+
+
+def _methods(scale: int, sr: dict, alias: str, judged: dict, missing: list) -> dict:
+    """method id -> (label, fn)."""
+    from perceptual_core import sr_eval as ev
+    from perceptual_core.srcnn import load_srcnn_mat
+
+    out = {"bicubic": ("bicubic", ev.bicubic_method(scale))}
+    off = {int(k): v for k, v in (sr.get("srcnn_official") or {}).items()}
+    native = scale if scale in off else max((s for s in off if scale % s == 0), default=None)
+    if native:
+        label = "SRCNN (official)" + ("" if native == scale else f" x{native} + bicubic x{scale // native}")
+        out["srcnn-official"] = (label, _srcnn_then_bicubic(load_srcnn_mat(_data_path(off[native])), scale, native))
+    else:
+        missing.append({"method": "srcnn-official", "scale": scale, "reason": "no official weights for this scale"})
+    for mid, names in (("srcnn", [f"srcnn-x{scale}", "srcnn-x4"]), ("pixel", [f"sr-x{scale}-pixel"]),
+                       ("feat", [f"sr-x{scale}-feat"])):
+        for name in names:
+            model, mv = registry_model(name, alias)
+            if model is not None:
+                break
+        if model is None:
+            missing.append({"method": mid, "scale": scale, "reason": mv})
+            _log(f"benchmark_sr: x{scale} {mid}: skipped ({mv})")
+            continue
+        if mid == "srcnn":
+            native = int(name.rsplit("x", 1)[1])
+            label = f"SRCNN (ours, v{mv.version})" + ("" if native == scale else f" + bicubic x{scale // native}")
+            out[mid] = (label, _srcnn_then_bicubic(model, scale, native))
+        else:
+            out[mid] = (f"ours l_{mid} (v{mv.version})", ev.network_method(model, scale))
+        judged.setdefault((name, scale if mid != "srcnn" else native), mv)
+    return out
+
+
+def _vgg_input(img: np.ndarray, shave: int) -> torch.Tensor:
+    x = torch.from_numpy(img[shave:-shave or None, shave:-shave or None]).float().div(255)
+    if x.shape[-1] == 1:
+        x = x.expand(-1, -1, 3)
+    return x.permute(2, 0, 1)[None].contiguous()
+
+
+def _crop_box(hr: np.ndarray, size: int) -> tuple[int, int, int]:
+    h, w = hr.shape[:2]
+    s = min(size, h, w)
+    return (h - s) // 2, (w - s) // 2, s
+
+
+def run_sr(alias: str | None = None, dirs: dict | None = None) -> dict:
+    from perceptual_core.io import save_image
+    from perceptual_core.losses import feature_loss
+    from perceptual_core.metrics import sr_metrics
+
+    b = settings(alias, dirs)
+    sr = b["sr"]
+    for set_name, hr_rel in sr["sets"].items():  # before any slow work
+        if not _data_path(hr_rel).is_dir():
+            raise FileNotFoundError(f"benchmark.sr.sets.{set_name}: HR folder not found: {_data_path(hr_rel)}")
+    out, met, plots = _out_dirs(b)
+    vgg = config.loss_network()
+    layers = tuple(sr.get("vgg_layers") or ())  # empty: no perceptual-distance column
+    crop = sr.get("crop") or {}
+    cfg = config_hash({"sr": sr, "degradation": config.section("degradation"), "vgg": vgg.info.sha256})
+    judged: dict = {}
+    missing: list = []
+    results: dict = {}
+    rows, crops = [], []
+    t0 = time.perf_counter()
+    for scale in sr["scales"]:
+        scale = int(scale)
+        methods = _methods(scale, sr, b["alias"], judged, missing)
+        for set_name, hr_rel in sr["sets"].items():
+            hr_dir = _data_path(hr_rel)
+            hr_feats: dict[str, dict] = {}
+            for protocol in sr["protocols"]:
+                pairs = _pairs(set_name, hr_dir, scale, protocol, sr)
+                crop_name = crop.get("image") or pairs[0].name
+                for mid, (label, fn) in methods.items():
+                    per = []
+                    for p in _progress(pairs, f"x{scale} {set_name} {protocol} {mid}"):
+                        out_img, y = fn(p.lr)
+                        if out_img.shape != p.hr.shape:
+                            raise ValueError(f"{set_name}/{p.name}: {mid} output {out_img.shape} != HR {p.hr.shape}")
+                        m = sr_metrics(out_img, p.hr, shave=scale, sr_y=y)
+                        if layers:
+                            with torch.inference_mode():
+                                if p.name not in hr_feats:
+                                    hr_feats[p.name] = vgg(_vgg_input(p.hr, scale), layers)
+                                f = vgg(_vgg_input(out_img, scale), layers)
+                            m.update({f"vgg_{n}": float(feature_loss(f[n], hr_feats[p.name][n])) for n in layers})
+                        per.append(m)
+                        if (crop.get("set") == set_name and p.name == crop_name and protocol == sr["primary"]):
+                            crops.append(_save_crop(out, scale, mid, label, p, out_img, m, int(crop.get("size", 128)),
+                                                    save_image))
+                    mean = {k: float(np.mean([r[k] for r in per])) for k in per[0]}
+                    results.setdefault(f"x{scale}", {}).setdefault(set_name, {}).setdefault(protocol, {})[mid] = \
+                        {k: round(v, 5) for k, v in mean.items()}
+                    pub = PUBLISHED.get((mid, set_name, scale)) if protocol == "standard" else None
+                    rows.append({"scale": scale, "set": set_name, "protocol": protocol, "method": mid, "label": label,
+                                 "images": len(per), **{k: round(v, 5) for k, v in mean.items()},
+                                 "published_psnr_y": pub[0] if pub else ""})
+                    _log(f"x{scale} {set_name:<7} {protocol:<8} {label:<34} PSNR-Y {mean['psnr_y']:.2f} "
+                         f"SSIM-Y {mean['ssim_y']:.4f}")
+    labels = {f"x{r['scale']}/{r['method']}": r["label"] for r in rows}
+    doc = {"alias": b["alias"], "config": cfg, "seconds": round(time.perf_counter() - t0, 1), "labels": labels,
+           "versions": _versions({n: mv for (n, _), mv in judged.items()}), "missing": missing, "results": results}
+    (met / "benchmark_sr.json").write_text(json.dumps(doc, indent=1))
+    _write_csv(plots / "benchmark_sr.csv", rows)
+    (out / "sr_crops.json").write_text(json.dumps(crops, indent=1))
+    # MLflow: each model judged at its own scale; summaries over sets on the primary protocol.
+    per_model: dict[str, dict] = {}
+    for (name, scale), mv in judged.items():
+        mid = "srcnn" if name.startswith("srcnn") else name.rsplit("-", 1)[1]
+        ms = per_model.setdefault(name, {})
+        prim = []
+        for set_name, by_proto in results.get(f"x{scale}", {}).items():
+            for protocol, by_method in by_proto.items():
+                for k, v in (by_method.get(mid) or {}).items():
+                    ms[f"bench.{set_name}.x{scale}.{protocol}.{k}"] = v
+            if mid in by_proto.get(sr["primary"], {}):
+                prim.append(by_proto[sr["primary"]][mid])
+        for k in prim[0] if prim else ():
+            ms[f"bench.{k}_mean"] = float(np.mean([p[k] for p in prim]))
+    log_to_versions({n: mv for (n, _), mv in judged.items()}, per_model, cfg)
+    _log(f"benchmark_sr: {len(rows)} rows in {doc['seconds']} s -> {met / 'benchmark_sr.json'}")
+    return doc
+
+
+def _save_crop(out: Path, scale: int, mid: str, label: str, p, img: np.ndarray, m: dict, size: int, save_image) -> dict:
+    y0, x0, s = _crop_box(p.hr, size)
+    d = out / "sr_crops"
+    d.mkdir(exist_ok=True)
+    files = {}
+    for tag, a in (("hr", p.hr), (mid, img)):
+        f = d / f"x{scale}_{p.name}_{tag}.png"
+        save_image(f, a[y0:y0 + s, x0:x0 + s])
+        files[tag] = f.relative_to(out).as_posix()
+    return {"scale": scale, "image": p.name, "method": mid, "label": label, "file": files[mid], "hr": files["hr"],
+            "psnr_y": round(m["psnr_y"], 2), "ssim_y": round(m["ssim_y"], 4)}
+
+
+# ------------------------------------------------------------------------------------ style
+
+def _square(img: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.nn.functional.interpolate(img[None], size=(size, size), mode="bicubic", antialias=True)[0].clamp(0, 1)
+
+
+def _time_ff(model, x: torch.Tensor, repeats: int) -> float:
+    with torch.inference_mode():
+        model(x)  # warm-up: allocator and oneDNN primitive caches
+        ts = []
+        for _ in range(max(1, repeats)):
+            t = time.perf_counter()
+            model(x)
+            ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def _time_gatys(content, style, net, timed: int, kw: dict) -> tuple[float, float]:
+    """(setup seconds, median seconds per L-BFGS iteration) over ``timed`` iterations after the first."""
+    from perceptual_core.gatys import gatys
+
+    stamps = [time.perf_counter()]
+    gatys(content, style, net, iters=timed + 1, callback=lambda i, l: stamps.append(time.perf_counter()), **kw)
+    steps = np.diff(stamps)
+    return float(steps[0]), float(np.median(steps[1:]))
+
+
+def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
+    from perceptual_core.gatys import gatys
+    from perceptual_core.inference import resize_longer
+    from perceptual_core.io import load_image, save_image
+    from perceptual_core.losses import PerceptualLoss
+    from perceptual_core.networks import build_model
+
+    b = settings(alias, dirs)
+    st, sp = b["style"], b["speed"]
+    out, met, plots = _out_dirs(b)
+    net = config.loss_network()
+    ls, tr = config.section("losses"), config.section("train")["style"]
+    gkw = config.gatys_kwargs()
+    iters = sorted(int(i) for i in st["gatys_iters"])
+    cfg = config_hash({"style": st, "losses": ls, "gatys": gkw, "vgg": net.info.sha256,
+                       "weights": [tr["content_weight"], tr["style_weight"]]})  # bench.total_loss uses them
+    photos = [(Path(c).stem, resize_longer(load_image(_data_path(c)).to_tensor(), int(st["size"])))
+              for c in st["content"]]
+    (out / "style").mkdir(exist_ok=True)
+    judged, per_model, quality, qrows, images, missing = {}, {}, {}, [], [], []
+    t0 = time.perf_counter()
+    first_model = None
+    for job in tr["jobs"]:
+        name = f"style-{job}"
+        model, mv = registry_model(name, b["alias"])
+        if model is None:
+            missing.append({"model": name, "reason": mv})
+            _log(f"benchmark_style: {name}: skipped ({mv})")
+            continue
+        first_model = first_model or model
+        judged[name] = mv
+        style_img = load_image(_data_path(tr["styles"][job])).to_tensor()
+        crit = PerceptualLoss(net, ls["content_layers"], ls["style_layers"], content_weight=1.0, style_weight=1.0)
+        crit.set_style(style_img, ls["style_size"])
+        sw, cw = float(tr["style_weight"]), float(tr["content_weight"])
+        save_image(out / "style" / f"{job}_style.png", resize_longer(style_img, int(st["size"])))
+
+        def score(img, c):
+            with torch.no_grad():
+                r = crit(img[None], content=c[None])
+            c_, s_ = float(r["content"]), float(r["style"])
+            return {"content_loss": c_, "style_loss": s_, "total_loss": cw * c_ + sw * s_}
+
+        rows: dict[str, list] = {}
+        for pname, c in _progress(photos, f"{name} vs Gatys"):
+            with torch.inference_mode():
+                y = model(c[None])[0].clamp(0, 1)
+            variants = {"ours": (y, 0)}
+            res = gatys(c, style_img, net, iters=iters[-1], snapshot_at=iters, **gkw)
+            variants.update({f"gatys{i}": (res.snapshots[i], i) for i in iters})
+            for v, (img, n) in variants.items():
+                s = score(img, c)
+                rows.setdefault(v, []).append(s)
+                qrows.append({"model": name, "photo": pname, "method": v, "iterations": n, **s})
+                f = out / "style" / f"{job}_{pname}_{v}.png"
+                save_image(f, img)
+                images.append({"model": name, "photo": pname, "method": v, "file": f.relative_to(out).as_posix(),
+                               "style": f"style/{job}_style.png", **{k: round(x, 6) for k, x in s.items()}})
+        quality[name] = {v: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for v, rs in rows.items()}
+        per_model[name] = {f"bench.{k}": x for k, x in quality[name]["ours"].items()}
+        per_model[name].update({f"bench.{v}.{k}": x for v, q in quality[name].items() if v != "ours"
+                                for k, x in q.items()})
+        _log(f"{name}: ours total {quality[name]['ours']['total_loss']:.4g}; " + ", ".join(
+            f"Gatys {i}: {quality[name][f'gatys{i}']['total_loss']:.4g}" for i in iters))
+
+    # Speed: the first style model (or the configured architecture, untrained: speed does not
+    # depend on weights), on the first content photo resized to N x N.
+    arch = "trained" if first_model is not None else "untrained (no registered style model)"
+    model = first_model if first_model is not None else build_model(dict(arch="transform", **tr["network"])).eval()
+    style_img = load_image(_data_path(tr["styles"][tr["jobs"][0]])).to_tensor()
+    src = load_image(_data_path(st["content"][0])).to_tensor()
+    speed, srows = {}, []
+    g_iters = sorted(int(i) for i in sp["gatys_iters"])
+    timed = int(sp["gatys_timed_iters"])
+    for size in sp["sizes"]:
+        size = int(size)
+        x = _square(src, size)
+        ff = _time_ff(model, x[None], int(sp["repeats"]))
+        setup, per_iter = _time_gatys(x, style_img, net, timed, gkw)
+        e = {"ours_s": ff, "gatys_setup_s": setup, "gatys_iter_s": per_iter, "gatys_timed_iters": timed}
+        srows.append({"size": size, "method": "ours", "iterations": 0, "seconds": round(ff, 5), "measured": True,
+                      "speedup": 1.0, "paper_seconds": PAPER_SPEED.get(size, {}).get("ours", "")})
+        for n in g_iters:
+            secs = setup + n * per_iter
+            e[f"gatys{n}_s"], e[f"speedup{n}"] = secs, secs / ff
+            e[f"gatys{n}_measured"] = n <= timed
+            srows.append({"size": size, "method": "gatys", "iterations": n, "seconds": round(secs, 3),
+                          "measured": n <= timed, "speedup": round(secs / ff, 1),
+                          "paper_seconds": PAPER_SPEED.get(size, {}).get(n, "")})
+        speed[str(size)] = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in e.items()}
+        _log(f"speed {size}x{size}: ours {ff:.3f} s, Gatys {per_iter:.3f} s/iteration ({timed} timed) -> "
+             f"{g_iters[-1]} iterations {e[f'gatys{g_iters[-1]}_s']:.0f} s, {e[f'speedup{g_iters[-1]}']:.0f}x")
+        for name in per_model:
+            per_model[name][f"bench.speed.{size}.ours_s"] = ff
+            per_model[name][f"bench.speed.{size}.speedup{g_iters[-1]}"] = e[f"speedup{g_iters[-1]}"]
+
+    doc = {"alias": b["alias"], "config": cfg, "seconds": round(time.perf_counter() - t0, 1), "missing": missing,
+           "versions": _versions(judged), "quality": quality, "gatys_iters": iters, "speed": speed, "speed_model": arch,
+           "device": "cpu", "threads": torch.get_num_threads()}
+    (met / "benchmark_style.json").write_text(json.dumps(doc, indent=1))
+    _write_csv(plots / "benchmark_style_quality.csv", qrows)
+    _write_csv(plots / "benchmark_style_speed.csv", srows)
+    (out / "style_images.json").write_text(json.dumps(images, indent=1))
+    log_to_versions(judged, per_model, cfg)
+    _log(f"benchmark_style: done in {doc['seconds']} s -> {met / 'benchmark_style.json'}")
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipelines.benchmark", description=__doc__.split("\n")[0])
+    p.add_argument("kind", choices=["sr", "style"])
+    p.add_argument("--alias", help="registry alias of the models judged (params: benchmark.alias)")
+    a = p.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    (run_sr if a.kind == "sr" else run_style)(a.alias)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

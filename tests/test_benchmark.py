@@ -1,0 +1,74 @@
+"""`perceptual benchmark sr` on the real Set5 and Set14: the bicubic and official-SRCNN rows equal
+the anchor numbers of the core issue (which match the published ones). The trained-model rows,
+promotion, the report and the scheduled history run in tests/test_dvc.py through `dvc repro`."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from test_cli import ROOT, cli
+
+
+@pytest.fixture()
+def bench_params(tmp_path, data_dir):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    b = params["benchmark"]
+    b.update(out_dir=str(tmp_path / "out"), metrics_dir=str(tmp_path / "metrics"), plots_dir=str(tmp_path / "plots"))
+    pf = tmp_path / "params.yaml"
+
+    def write(**sr):
+        b["sr"].update(sr)
+        pf.write_text(yaml.safe_dump(params))
+        return {"PERCEPTUAL_PARAMS": str(pf), "PERCEPTUAL_DATA_DIR": str(data_dir),
+                # an empty registry: the trained-model rows are reported as missing, not invented
+                "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+
+    return write
+
+
+def test_sr_benchmark_anchor_rows(tmp_path, bench_params, weights_cache):
+    env = bench_params(sets={"Set5": "Set5/HR", "Set14": "Set14/HR"}, scales=[4, 8], protocols=["standard"],
+                       primary="standard", vgg_layers=[], crop={"set": "Set5", "image": "butterfly", "size": 64})
+    r = cli("benchmark", "sr", env_extra=env)
+    doc = json.loads((tmp_path / "metrics/benchmark_sr.json").read_text())
+    x4 = doc["results"]["x4"]
+    # anchors (MATLAB protocol, Y channel, shave 4): bicubic on the standard LR files ...
+    for set_name, (p, s) in {"Set5": (28.4177, 0.8101), "Set14": (25.9933, 0.7023)}.items():
+        b = x4[set_name]["standard"]["bicubic"]
+        assert abs(b["psnr_y"] - p) < 5e-4 and abs(b["ssim_y"] - s) < 1e-4, (set_name, b)
+    # ... and the official SRCNN 9-5-5 (published 30.48 dB on Set5)
+    assert round(x4["Set5"]["standard"]["srcnn-official"]["psnr_y"], 2) == 30.48
+    assert x4["Set14"]["standard"]["srcnn-official"]["psnr_y"] > x4["Set14"]["standard"]["bicubic"]["psnr_y"] + 1
+    # x8 has no LR files: made from HR with MATLAB bicubic; SRCNN has no x8 weights: x4 then bicubic x2, said so
+    x8 = doc["results"]["x8"]["Set5"]["standard"]
+    assert x8["bicubic"]["psnr_y"] < x4["Set5"]["standard"]["bicubic"]["psnr_y"] - 3
+    assert doc["labels"]["x8/srcnn-official"] == "SRCNN (official) x4 + bicubic x2"
+    # models not in the registry are listed with the reason, never scored
+    missing = {(m["method"], m["scale"]) for m in doc["missing"]}
+    assert {("pixel", 4), ("feat", 4), ("srcnn", 4), ("pixel", 8), ("feat", 8)} <= missing
+    assert "no registered model 'sr-x4-pixel'" in next(m["reason"] for m in doc["missing"] if m["method"] == "pixel")
+    with open(tmp_path / "plots/benchmark_sr.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 2 * 2  # scales x sets x (bicubic, srcnn-official)
+    assert {r["published_psnr_y"] for r in rows if r["method"] == "bicubic" and r["scale"] == "4"} == {"28.42", "25.99"}
+    crops = json.loads((tmp_path / "out/sr_crops.json").read_text())
+    assert {(c["scale"], c["method"]) for c in crops} == {(4, "bicubic"), (4, "srcnn-official"), (8, "bicubic"),
+                                                          (8, "srcnn-official")}
+    assert all((tmp_path / "out" / c["file"]).is_file() for c in crops)
+    assert "PSNR-Y 28.42" in r.stderr
+
+
+def test_sr_benchmark_names_a_missing_set(tmp_path, bench_params):
+    env = bench_params(sets={"Nowhere": "no/such/HR"}, scales=[4], protocols=["standard"])
+    r = cli("benchmark", "sr", env_extra=env, check=False)
+    assert r.returncode == 2 and "benchmark.sr.sets.Nowhere" in r.stderr and "no/such/HR" in r.stderr
+
+
+def test_report_without_results_says_what_to_run(tmp_path, bench_params):
+    env = bench_params()
+    r = cli("report", "-o", tmp_path / "reports", env_extra=env, check=False)
+    assert r.returncode == 2 and str(tmp_path / "metrics") in r.stderr and "dvc repro benchmark_sr" in r.stderr
+    assert not (tmp_path / "reports" / "benchmark.html").exists()
