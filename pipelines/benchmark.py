@@ -225,27 +225,29 @@ def run_sr(alias: str | None = None, dirs: dict | None = None) -> dict:
         methods = _methods(scale, sr, b["alias"], judged, missing)
         for set_name, hr_rel in sr["sets"].items():
             hr_dir = _data_path(hr_rel)
-            hr_feats: dict[str, dict] = {}
             for protocol in sr["protocols"]:
                 pairs = _pairs(set_name, hr_dir, scale, protocol, sr)
                 crop_name = crop.get("image") or pairs[0].name
-                for mid, (label, fn) in methods.items():
-                    per = []
-                    for p in _progress(pairs, f"x{scale} {set_name} {protocol} {mid}"):
+                per_m: dict[str, list] = {mid: [] for mid in methods}
+                # image-major: the HR's VGG features live for one image only (a set's worth is GBs)
+                for p in _progress(pairs, f"x{scale} {set_name} {protocol} ({len(methods)} methods)"):
+                    hr_f = None
+                    for mid, (label, fn) in methods.items():
                         out_img, y = fn(p.lr)
                         if out_img.shape != p.hr.shape:
                             raise ValueError(f"{set_name}/{p.name}: {mid} output {out_img.shape} != HR {p.hr.shape}")
                         m = sr_metrics(out_img, p.hr, shave=scale, sr_y=y)
                         if layers:
                             with torch.inference_mode():
-                                if p.name not in hr_feats:
-                                    hr_feats[p.name] = vgg(_vgg_input(p.hr, scale), layers)
+                                hr_f = hr_f if hr_f is not None else vgg(_vgg_input(p.hr, scale), layers)
                                 f = vgg(_vgg_input(out_img, scale), layers)
-                            m.update({f"vgg_{n}": float(feature_loss(f[n], hr_feats[p.name][n])) for n in layers})
-                        per.append(m)
-                        if (crop.get("set") == set_name and p.name == crop_name and protocol == sr["primary"]):
+                            m.update({f"vgg_{n}": float(feature_loss(f[n], hr_f[n])) for n in layers})
+                        per_m[mid].append(m)
+                        if crop.get("set") == set_name and p.name == crop_name and protocol == sr["primary"]:
                             crops.append(_save_crop(out, scale, mid, label, p, out_img, m, int(crop.get("size", 128)),
                                                     save_image))
+                for mid, (label, fn) in methods.items():
+                    per = per_m[mid]
                     mean = {k: float(np.mean([r[k] for r in per])) for k in per[0]}
                     results.setdefault(f"x{scale}", {}).setdefault(set_name, {}).setdefault(protocol, {})[mid] = \
                         {k: round(v, 5) for k, v in mean.items()}
