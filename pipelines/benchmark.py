@@ -391,6 +391,12 @@ def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
     # depend on weights), on the first content photo resized to N x N.
     arch = "trained" if first_model is not None else "untrained (no registered style model)"
     model = first_model if first_model is not None else build_model(dict(arch="transform", **tr["network"])).eval()
+    from perceptual_core.engines import build_engine
+
+    inf = config.section("inference")
+    engine = build_engine(model, sp.get("engine") or inf["engine"], inf["precision"], verify=inf["verify"],
+                          tolerance=inf.get("tolerance"), cache_dir=config.resolve(inf["onnx_cache"])
+                          if inf.get("onnx_cache") else None)  # what `perceptual stylize` runs, verified
     style_img = load_image(_data_path(tr["styles"][tr["jobs"][0]])).to_tensor()
     src = load_image(_data_path(st["content"][0])).to_tensor()
     speed, srows = {}, []
@@ -399,9 +405,10 @@ def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
     for size in sp["sizes"]:
         size = int(size)
         x = _square(src, size)
-        ff = _time_ff(model, x[None], int(sp["repeats"]))
+        ff = _time_ff(engine, x[None], int(sp["repeats"]))
+        plain = _time_ff(model, x[None], int(sp["repeats"]))
         setup, per_iter = _time_gatys(x, style_img, net, timed, gkw)
-        e = {"ours_s": ff, "gatys_setup_s": setup, "gatys_iter_s": per_iter, "gatys_timed_iters": timed}
+        e = {"ours_s": ff, "plain_eager_s": plain, "gatys_setup_s": setup, "gatys_iter_s": per_iter, "gatys_timed_iters": timed}
         srows.append({"size": size, "method": "ours", "iterations": 0, "seconds": round(ff, 5), "measured": True,
                       "speedup": 1.0, "paper_seconds": PAPER_SPEED.get(size, {}).get("ours", "")})
         for n in g_iters:
@@ -420,6 +427,7 @@ def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
 
     doc = {"alias": b["alias"], "config": cfg, "seconds": round(time.perf_counter() - t0, 1), "missing": missing,
            "versions": _versions(judged), "quality": quality, "gatys_iters": iters, "speed": speed, "speed_model": arch,
+           "engine": f"{engine.name} {engine.precision}",
            "device": "cpu", "threads": torch.get_num_threads()}
     (met / "benchmark_style.json").write_text(json.dumps(doc, indent=1))
     _write_csv(plots / "benchmark_style_quality.csv", qrows)

@@ -177,14 +177,16 @@ def sr_tables(sr: dict) -> list[tuple[str, list[str], list[list[str]]]]:
 def speed_table(st: dict) -> tuple[str, list[str], list[list[str]]]:
     iters = sorted({int(k[5:-2]) for e in st["speed"].values() for k in e if k.startswith("gatys") and k.endswith("_s")
                     and k[5:-2].isdigit()})
-    head = ["size"] + [f"Gatys {n} it (s)" for n in iters] + ["ours (s)"] + [f"speedup {n}" for n in iters]
+    head = (["size"] + [f"Gatys {n} it (s)" for n in iters] + ["ours (s)", "plain eager (s)"] +
+            [f"speedup {n}" for n in iters])
     rows = []
     for size, e in st["speed"].items():
         mark = {n: "" if e.get(f"gatys{n}_measured") else "*" for n in iters}
-        rows.append([f"{size}²"] + [f"{e[f'gatys{n}_s']:.1f}{mark[n]}" for n in iters] + [f"{e['ours_s']:.3f}"] +
+        rows.append([f"{size}²"] + [f"{e[f'gatys{n}_s']:.1f}{mark[n]}" for n in iters] + [f"{e['ours_s']:.3f}", _fmt(e.get("plain_eager_s"), 3)] +
                     [f"{e[f'speedup{n}']:.0f}x{mark[n]}" for n in iters])
     t = e.get("gatys_timed_iters")
-    return (f"Style transfer speed, seconds per image ({st.get('device', 'cpu')}; * extrapolated from {t} timed "
+    return (f"Style transfer speed, seconds per image ({st.get('device', 'cpu')}, ours: engine "
+            f"{st.get('engine', 'plain eager')}; * extrapolated from {t} timed "
             f"L-BFGS iterations after the first; feed-forward: median after warm-up)", head, rows)
 
 
