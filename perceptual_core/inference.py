@@ -5,6 +5,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .engines import Engine
 from .io import LoadedImage
 from .resize import imresize
 
@@ -34,9 +35,14 @@ def _luma(y: torch.Tensor) -> torch.Tensor:
     return (y * w).sum(1, keepdim=True)
 
 
-def _forward(model: nn.Module, x: torch.Tensor, tile: int | None, overlap: int) -> torch.Tensor:
+def _forward(model: nn.Module | Engine, x: torch.Tensor, tile: int | None, overlap: int) -> torch.Tensor:
     """model(x) for a (1, 3, H, W) host tensor; larger than ``tile`` on a side -> tiled (only tiles
-    go to the model's device; instance norm uses whole-image statistics, see tiling.py)."""
+    go to the model's device; instance norm uses whole-image statistics, see tiling.py). An Engine
+    (engines.py) runs untiled images; tiles run on its plain network, whose modules tiling swaps."""
+    if isinstance(model, Engine):
+        if not (tile and max(x.shape[-2:]) > tile):
+            return model(x)
+        model = model.model
     p = next(model.parameters())
     if tile and max(x.shape[-2:]) > tile:
         from .tiling import tiled_forward
@@ -52,7 +58,7 @@ def keep_chrominance(stylized: torch.Tensor, content: torch.Tensor) -> torch.Ten
 
 
 @torch.no_grad()
-def stylize_image(model: nn.Module, img: LoadedImage, *, preserve_color: bool = False,
+def stylize_image(model: nn.Module | Engine, img: LoadedImage, *, preserve_color: bool = False,
                   tile: int | None = None, overlap: int = 48) -> tuple[torch.Tensor, np.ndarray | None]:
     """Return the stylised (3, H, W) tensor in [0,1] and the input's alpha (unchanged).
 
@@ -66,7 +72,7 @@ def stylize_image(model: nn.Module, img: LoadedImage, *, preserve_color: bool = 
 
 
 @torch.no_grad()
-def upscale_image(model: nn.Module, img: LoadedImage, *, scale: int | None = None, tile: int | None = None,
+def upscale_image(model: nn.Module | Engine, img: LoadedImage, *, scale: int | None = None, tile: int | None = None,
                   overlap: int = 48) -> tuple[torch.Tensor, np.ndarray | None]:
     """Return the (C, sH, sW) tensor in [0,1] (C = 1 for grayscale input) and the bicubic-upscaled alpha.
 
@@ -79,7 +85,7 @@ def upscale_image(model: nn.Module, img: LoadedImage, *, scale: int | None = Non
         from .srcnn import srcnn_upscale
 
         lr = img.to_tensor().permute(1, 2, 0).double().numpy()
-        rgb, _ = srcnn_upscale(model, lr, scale)
+        rgb, _ = srcnn_upscale(model.model if isinstance(model, Engine) else model, lr, scale)
         y = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
     else:
         if scale and scale != model.scale:

@@ -65,11 +65,20 @@ class BatchSpec:
     max_pixels: int = 178_956_970
     endpoint: str | None = None  # S3-compatible endpoint (else AWS_ENDPOINT_URL)
     device: str = "auto"
+    # inference engine in each actor (params: inference; perceptual_core/engines.py); `engine` of
+    # run_batch/main is the job runner (ray | local)
+    model_engine: str = "auto"
+    precision: str = "auto"
+    engine_verify: bool = True
+    engine_tolerance: dict | None = None
 
     @classmethod
     def from_params(cls, **kw) -> BatchSpec:
         sec = dict(config.section("batch"))
         sec["fmt"] = sec.pop("format", "png")
+        inf = config.section("inference")
+        sec.update(model_engine=inf["engine"], precision=inf["precision"], engine_verify=inf["verify"],
+                   engine_tolerance=inf["tolerance"])
         sec.update({k: v for k, v in kw.items() if v is not None})
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in sec.items() if k in known})
@@ -88,6 +97,10 @@ class BatchSpec:
             raise ValueError("--cpus-per-actor and read_cpus must be > 0 and --gpus >= 0")
         if self.preserve_color and self.kind != "stylize":
             raise ValueError("--preserve-color only applies to stylize")
+        if self.model_engine not in ("auto", "eager", "compile", "onnx"):
+            raise ValueError(f"--engine must be auto, eager, compile or onnx, got {self.model_engine!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"--precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
 
 
 @dataclass
@@ -362,6 +375,10 @@ class Predictor:
         arch = self.model.config["arch"]
         if (spec.kind == "stylize") != (arch == "transform"):
             raise ValueError(f"--model {spec.model} holds a {arch!r} network, which cannot {spec.kind}")
+        from perceptual_core.engines import build_engine  # verified against the plain network here, once per actor
+
+        self.model = build_engine(self.model, spec.model_engine, spec.precision, verify=spec.engine_verify,
+                                  tolerance=spec.engine_tolerance, threads=threads)
 
     def predict(self, row: dict) -> dict:
         from perceptual_core.inference import stylize_image, upscale_image

@@ -44,6 +44,7 @@ def cmd_weights(a) -> int:
 
 def _run_model(a, kind: str) -> int:
     from perceptual_core.checkpoint import load_model
+    from perceptual_core.engines import build_engine
     from perceptual_core.inference import auto_device, stylize_image, upscale_image
     from perceptual_core.io import ImageReadError, load_image, save_image
 
@@ -56,6 +57,9 @@ def _run_model(a, kind: str) -> int:
     arch = model.config["arch"]
     if (kind == "stylize") != (arch == "transform"):
         raise SystemExit(f"error: --model {a.model} holds a {arch!r} network, which cannot {kind}")
+    inf = config.section("inference")  # the engine is checked against the plain network before use
+    model = build_engine(model, a.engine, a.precision, verify=inf["verify"], tolerance=inf["tolerance"],
+                         cache_dir=config.resolve(inf["onnx_cache"]) if inf.get("onnx_cache") else None)
     outs = _outputs(a.inputs, a.output, f".{a.format}")
     failed = 0
     for src, dst in _progress(list(zip(a.inputs, outs)), kind):
@@ -139,7 +143,8 @@ def cmd_batch(a, kind: str) -> int:
     opts = dict(kind=kind, model=a.model, input=a.input, output=a.output, fmt=a.format, overwrite=a.overwrite or None,
                 output_archive=a.output_archive or None, shard_size=a.shard_size, tile=a.tile, overlap=a.overlap,
                 actors=a.actors, cpus_per_actor=a.cpus_per_actor, gpus_per_actor=a.gpus, endpoint=a.endpoint,
-                device=a.device, max_pixels=a.max_pixels, engine="local" if a.no_ray else "ray")
+                device=a.device, max_pixels=a.max_pixels, engine="local" if a.no_ray else "ray",
+                model_engine=a.engine, precision=a.precision)
     if kind == "stylize":
         opts["preserve_color"] = a.preserve_color or None
     else:
@@ -173,6 +178,10 @@ def _batch_parser(sub) -> None:
         s.add_argument("--endpoint", help="S3-compatible endpoint URL (else AWS_ENDPOINT_URL)")
         s.add_argument("--address", help="Ray cluster address (else RAY_ADDRESS, else a local instance)")
         s.add_argument("--device", help="auto | cpu | cuda")
+        s.add_argument("--engine", choices=["auto", "eager", "compile", "onnx"],
+                       help="inference engine in each actor (params: inference.engine)")
+        s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                       help="bf16/fp16 need CUDA (params: inference.precision)")
         s.add_argument("--max-pixels", type=int, help="refuse larger images")
         s.add_argument("--no-ray", action="store_true", help="a plain loop in this process (no Ray)")
         s.set_defaults(fn=lambda a, k=kind: cmd_batch(a, k))
@@ -199,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="process images with a side over this in overlapping tiles (0: never)")
         s.add_argument("--preserve-color", action="store_true", default=False,
                        help="stylize: keep the input's colours (luminance-only transfer)")
+        inf = config.section("inference")
+        s.add_argument("--engine", choices=["auto", "eager", "compile", "onnx"], default=inf["engine"],
+                       help="inference engine, verified against the plain network first (params: inference.engine)")
+        s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=inf["precision"],
+                       help="bf16/fp16 need CUDA (params: inference.precision)")
         s.set_defaults(fn=lambda a, k=kind: _run_model(a, k))
 
     s = sub.add_parser("gatys", help="Gatys et al. optimisation-based style transfer (the baseline)")

@@ -1,0 +1,228 @@
+"""Inference engines (perceptual_core/engines.py): every engine reproduces the plain network on real photos,
+a stale or wrong engine is refused, and the CLI takes --engine. Small networks and sizes keep this fast;
+the speed itself is measured by benchmarks/speed.py, never asserted here."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from perceptual_core import engines
+from perceptual_core.checkpoint import save_checkpoint
+from perceptual_core.engines import EngineMismatchError, build_engine, resolve
+from perceptual_core.inference import resize_longer, stylize_image, upscale_image
+from perceptual_core.io import load_image
+from perceptual_core.metrics import psnr as psnr255
+from perceptual_core.metrics import y_channel
+from perceptual_core.networks import SRNet, TransformNet
+
+ROOT = Path(__file__).resolve().parents[1]
+# engine vs plain network on [0, 1] outputs: 4x under the engines' 2e-3 tolerance, several times the
+# measured differences (1e-6 .. 1e-4, largest for these high-contrast random networks)
+CLOSE = 5e-4
+EXE = Path(sys.executable).with_name("perceptual")
+
+
+def _contrasty(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A random-init network whose norms have spread-out affine parameters and running statistics, so
+    outputs use the whole [0, 1] range (a fresh one is nearly flat grey) and folding is exercised."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)):
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 2 + 0.5)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.4 - 0.2)
+                    m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    with torch.no_grad():  # spread the output across the tanh
+        last = [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1]
+        last.weight.mul_(4)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def photos(data_dir) -> list[torch.Tensor]:
+    """Real photos at three sizes, none a multiple of 4 on both sides."""
+    names = ["styles/content_images/chicago.jpg", "Set14/HR/baboon.png", "BSD100/HR/101085.png"]
+    out = []
+    for name, size in zip(names, (75, 130, 182)):
+        out.append(resize_longer(load_image(data_dir / name).to_tensor(), size)[None])
+    return out
+
+
+@pytest.fixture(scope="module")
+def style_net() -> nn.Module:
+    torch.manual_seed(0)  # the same weights every run: the CLI test's cached ONNX graph is then reused
+    return _contrasty(TransformNet(norm="instance", padding="reflect", upsample="nearest", width=0.5))
+
+
+@pytest.fixture(scope="module")
+def onnx_style(style_net, photos) -> engines.Engine:
+    return build_engine(style_net, "onnx", images=photos)  # one export for the module
+
+
+def test_auto_choice_and_bad_arguments_name_the_parameter():
+    assert resolve("auto", "auto", "cpu") == ("eager", "fp32")
+    assert resolve("auto", "auto", "cuda") == ("eager", "fp16")
+    assert resolve("onnx", "auto", "cpu") == ("onnx", "fp32")
+    with pytest.raises(ValueError, match="--engine"):
+        resolve("tensorrt")
+    with pytest.raises(ValueError, match="--precision"):
+        resolve("eager", "int4")
+    with pytest.raises(ValueError, match="--precision bf16 needs a CUDA"):
+        resolve("eager", "bf16", "cpu")
+    with pytest.raises(TypeError, match="model"):
+        build_engine(object())
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(norm="instance", padding="reflect", upsample="nearest", width=0.5),  # as trained (params)
+    dict(norm="batch", padding="paper", upsample="deconv", width=0.25),       # the paper's supplementary
+    dict(norm="instance", padding="paper", upsample="nearest", width=0.25),   # sub-pixel with zero padding
+])
+def test_eager_rewrite_matches_the_plain_network_on_photos(cfg, photos):
+    """The CPU rewrite (folded norms, sub-pixel upsampling, NNPACK Winograd/FFT convs, fused padding)
+    computes the same function: well inside half an 8-bit level on real photos of three sizes."""
+    model = _contrasty(TransformNet(**cfg))
+    eng = build_engine(model, "eager", images=photos)
+    assert (eng.name, eng.precision) == ("eager", "fp32")
+    rep = eng.verified
+    assert rep["sizes"] == [tuple(p.shape[-2:]) for p in photos]
+    assert rep["max_abs"] < CLOSE and rep["min_psnr"] > 70, rep
+    x = photos[1]
+    with torch.inference_mode():
+        ref = model(x)
+    y = eng(x)
+    assert y.shape == ref.shape == x.shape and not y.is_inference()
+    assert ref.std() > 0.05  # a real image out, not a flat one, so the comparison means something
+    assert (y - ref).abs().max() < CLOSE
+
+
+def test_sr_engines_keep_set5_y_psnr(data_dir):
+    """SR quality bound: each engine's Set5 Y-PSNR (x4, shave 4) within 0.05 dB of the plain network."""
+    model = _contrasty(SRNet(scale=4, norm="batch", padding="zero", width=0.5))
+    hr_paths = [data_dir / "Set5/HR" / n for n in ("bird.png", "butterfly.png")]  # the smallest two
+    lr_dir = data_dir / "Set5/LR_bicubic_x4"
+    lrs = [load_image(lr_dir / p.name).to_tensor()[None] for p in hr_paths]
+    hrs = [load_image(p).pixels for p in hr_paths]
+
+    def score(run) -> float:
+        vals = []
+        for lr, hr in zip(lrs, hrs):
+            with torch.inference_mode():
+                y = run(lr)[0].permute(1, 2, 0).numpy()
+            sr = np.clip(np.round(y * 255), 0, 255).astype(np.uint8)
+            h, w = sr.shape[:2]
+            vals.append(psnr255(y_channel(sr), y_channel(hr[:h, :w]), shave=4))
+        return float(np.mean(vals))
+
+    plain = score(model)
+    for name in ("eager", "onnx"):
+        eng = build_engine(model, name, images=lrs[:1])
+        assert eng.verified["max_abs"] < CLOSE
+        assert abs(score(eng) - plain) <= 0.05, name
+
+
+def test_onnx_graph_is_size_generic(onnx_style, style_net, photos, tmp_path):
+    """One exported graph (example 96 x 128) serves other sizes and aspect ratios: the host does the
+    size-dependent padding/cropping that tracing would otherwise freeze into the graph."""
+    import onnxruntime as ort
+
+    assert onnx_style.verified["max_abs"] < CLOSE
+    path = tmp_path / "net.onnx"
+    engines.export_onnx(style_net, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for x in photos:
+        xp, crop = onnx_style.prepare(x)
+        y = torch.from_numpy(sess.run(None, {"x": xp.numpy()})[0])[..., :crop[0], :crop[1]]
+        with torch.inference_mode():
+            ref = style_net(x)
+        assert y.shape == ref.shape and (y - ref).abs().max() < CLOSE
+
+
+def test_a_mismatch_is_an_error(style_net, photos, tmp_path):
+    """A stale export (the weights changed after it) and a too-tight bound both raise, naming the numbers."""
+    model = _contrasty(TransformNet(norm="instance", padding="reflect", upsample="nearest", width=0.25), seed=1)
+    cache = tmp_path / "cache"
+    eng = build_engine(model, "onnx", images=photos[:1], cache_dir=cache)
+    assert len(list(cache.glob("*.onnx"))) == 1
+    with torch.no_grad():
+        model.encoder[0][2].bias.add_(0.5)  # the network changes; the exported graph does not
+    with pytest.raises(EngineMismatchError, match="max \\|diff\\|"):
+        eng.verify(photos[:1])
+    # a rebuild exports again (the cache is keyed by the weights) and matches
+    assert build_engine(model, "onnx", images=photos[:1], cache_dir=cache).verified["max_abs"] < CLOSE
+    assert len(list(cache.glob("*.onnx"))) == 2
+    # a cached graph that no longer matches (say, from older code) is exported afresh, not trusted
+    path = cache / f"{engines._model_digest(model)}.onnx"
+    engines.export_onnx(style_net, path)
+    stale = path.read_bytes()
+    assert build_engine(model, "onnx", images=photos[:1], cache_dir=cache).verified["max_abs"] < CLOSE
+    assert path.read_bytes() != stale
+    with pytest.raises(EngineMismatchError, match="tolerance"):
+        build_engine(style_net, "eager", images=photos[:1], tolerance={"max_abs": 0.0})
+    with pytest.raises(ValueError, match="tolerance keys"):
+        build_engine(style_net, "eager", images=photos[:1], tolerance={"rmse": 1.0})
+
+
+def test_inference_api_takes_an_engine(onnx_style, style_net, data_dir):
+    """stylize_image/upscale_image accept an Engine in place of the model; images over ``tile`` run on
+    its plain network (tiling swaps that network's norm modules), so they equal the plain tiled result."""
+    img = load_image(data_dir / "styles/content_images/amber.jpg")
+    img.pixels = np.ascontiguousarray(img.pixels[:90, :130])
+    y_eng, _ = stylize_image(onnx_style, img)
+    y_ref, _ = stylize_image(style_net, img)
+    assert y_eng.shape == (3, 90, 130) and (y_eng - y_ref).abs().max() < CLOSE
+
+    sr = _contrasty(SRNet(scale=4, width=0.25))
+    eng = build_engine(sr, "eager", images=[resize_longer(img.to_tensor(), 30)[None]])
+    lr = load_image(data_dir / "Set5/LR_bicubic_x4/bird.png")
+    a, _ = upscale_image(eng, lr, scale=4)
+    b, _ = upscale_image(sr, lr, scale=4)
+    assert a.shape == b.shape == (3, 4 * lr.pixels.shape[0], 4 * lr.pixels.shape[1])
+    assert (a - b).abs().max() < CLOSE and b.std() > 0.05
+    a, _ = upscale_image(eng, lr, scale=4, tile=40, overlap=8)
+    b, _ = upscale_image(sr, lr, scale=4, tile=40, overlap=8)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="scale=8"):
+        upscale_image(eng, lr, scale=8)
+
+
+def test_verification_photos_are_real_and_sized():
+    imgs = engines.verification_images("transform")
+    assert [max(x.shape[-2:]) for x in imgs] == [64, 120, 200]
+    assert any(s % 4 for x in imgs for s in x.shape[-2:])
+    assert all(x.shape[:2] == (1, 3) and 0.1 < x.std() and 0 <= x.min() and x.max() <= 1 for x in imgs)
+
+
+def test_cli_engine_option(tmp_path, data_dir, style_net):
+    ckpt = save_checkpoint(tmp_path / "style.pt", style_net)
+    src = data_dir / "styles/content_images/chicago.jpg"
+    small = tmp_path / "in.png"
+    from perceptual_core.io import save_image
+
+    save_image(small, resize_longer(load_image(src).to_tensor(), 96))
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    outs = {}
+    for eng in ("onnx", "eager"):
+        out = tmp_path / f"{eng}.png"
+        r = subprocess.run([str(EXE), "stylize", str(small), "--model", str(ckpt), "-o", str(out), "--engine", eng],
+                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+        outs[eng] = load_image(out).pixels.astype(int)
+    assert outs["onnx"].shape[:2] == load_image(small).pixels.shape[:2]
+    assert np.abs(outs["onnx"] - outs["eager"]).max() <= 1  # 8-bit rounding of a < CLOSE difference
+    r = subprocess.run([str(EXE), "stylize", str(small), "--model", str(ckpt), "-o", str(tmp_path / "x.png"),
+                        "--engine", "tensorrt"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert r.returncode == 2 and "--engine" in r.stderr
+    r = subprocess.run([str(EXE), "stylize", str(small), "--model", str(ckpt), "-o", str(tmp_path / "x.png"),
+                        "--precision", "bf16", "--device", "cpu"], capture_output=True, text=True, cwd=ROOT,
+                       env=env, timeout=120)
+    assert r.returncode == 2 and "--precision bf16 needs a CUDA" in r.stderr
