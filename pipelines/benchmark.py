@@ -123,21 +123,26 @@ def _blur_lr(hr: np.ndarray, scale: int, deg: dict) -> np.ndarray:
     return y[0].permute(1, 2, 0).numpy()
 
 
-def _pairs(set_name: str, hr_dir: Path, scale: int, protocol: str, sr: dict) -> list:
+def _pairs(set_name: str, hr_dir: Path, scale: int, sr: dict) -> dict[str, list]:
+    """protocol -> pairs. The HR images are read once per set and scale; the blurred LR is made
+    from them (the standard LR: the set's files where present, else MATLAB bicubic from HR)."""
     from perceptual_core import sr_eval as ev
 
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"benchmark.sr.protocols: unknown {protocol!r}; choose from {PROTOCOLS}")
+    unknown = [p for p in sr["protocols"] if p not in PROTOCOLS]
+    if unknown:
+        raise ValueError(f"benchmark.sr.protocols: unknown {unknown}; choose from {PROTOCOLS}")
     lr_dir = _data_path(sr["lr_files"].format(set=set_name, scale=scale)) if sr.get("lr_files") else None
-    use_files = protocol == "standard" and lr_dir is not None and lr_dir.is_dir()
-    pairs = ev.load_pairs(hr_dir, scale, lr_dir if use_files else None)
+    base = ev.load_pairs(hr_dir, scale, lr_dir if lr_dir is not None and lr_dir.is_dir() else None)
     if sr.get("max_images"):
-        pairs = pairs[: int(sr["max_images"])]
-    if protocol == "blur":
-        deg = config.section("degradation")
-        for p in pairs:
-            p.lr = _blur_lr(p.hr, scale, deg)
-    return pairs
+        base = base[: int(sr["max_images"])]
+    out = {}
+    for protocol in sr["protocols"]:
+        if protocol == "standard":
+            out[protocol] = base
+        else:
+            deg = config.section("degradation")
+            out[protocol] = [ev.Pair(p.name, p.hr, _blur_lr(p.hr, scale, deg)) for p in base]
+    return out
 
 
 def _srcnn_then_bicubic(net, scale: int, native: int):
@@ -167,7 +172,7 @@ def _methods(scale: int, sr: dict, alias: str, judged: dict, missing: list) -> d
         out["srcnn-official"] = (label, _srcnn_then_bicubic(load_srcnn_mat(_data_path(off[native])), scale, native))
     else:
         missing.append({"method": "srcnn-official", "scale": scale, "reason": "no official weights for this scale"})
-    for mid, names in (("srcnn", [f"srcnn-x{scale}", "srcnn-x4"]), ("pixel", [f"sr-x{scale}-pixel"]),
+    for mid, names in (("srcnn", list(dict.fromkeys([f"srcnn-x{scale}", "srcnn-x4"]))), ("pixel", [f"sr-x{scale}-pixel"]),
                        ("feat", [f"sr-x{scale}-feat"])):
         for name in names:
             model, mv = registry_model(name, alias)
@@ -225,8 +230,7 @@ def run_sr(alias: str | None = None, dirs: dict | None = None) -> dict:
         methods = _methods(scale, sr, b["alias"], judged, missing)
         for set_name, hr_rel in sr["sets"].items():
             hr_dir = _data_path(hr_rel)
-            for protocol in sr["protocols"]:
-                pairs = _pairs(set_name, hr_dir, scale, protocol, sr)
+            for protocol, pairs in _pairs(set_name, hr_dir, scale, sr).items():
                 crop_name = crop.get("image") or pairs[0].name
                 per_m: dict[str, list] = {mid: [] for mid in methods}
                 # image-major: the HR's VGG features live for one image only (a set's worth is GBs)

@@ -210,6 +210,7 @@ class Doc:
         self.md: list[str] = []
         self.assets = assets
         self.assets_rel = assets.name
+        self.n_images = 0
 
     def h(self, level: int, text: str):
         self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
@@ -231,7 +232,8 @@ class Doc:
         """A row of (caption, png bytes)."""
         cells, md = [], []
         for cap, data in items:
-            name = f"img{len(list(self.assets.glob('*.png'))):03d}.png"
+            name = f"img{self.n_images:03d}.png"
+            self.n_images += 1
             (self.assets / name).write_bytes(data)
             style = ' style="image-rendering: pixelated"' if pixelated else ""
             cells.append(f'<figure><img src="data:image/png;base64,{base64.b64encode(data).decode()}"{style} '
