@@ -1,17 +1,22 @@
 """Batch-job throughput on the same 200 real photos: a plain single-process loop (one torch thread)
-vs the Ray Data job with 1 and 2 inference actors (one torch thread each); prints a table, writes JSON.
+vs the Ray Data job with 1 and 2 inference actors (one torch thread each), fused and staged pipelines
+(pipelines/batch.py); prints a table, writes JSON.
 
     .venv/bin/python benchmarks/bench_batch.py [--model outputs/train/style-la_muse/model.pt]
-        [--max-side 256] [--json benchmarks/results/batch_cpu.json]
+        [--max-side 0] [--auto-only] [--json benchmarks/results/batch_cpu.json]   # about 15 min on 2 cores
 
 Images: the 128 COCO photos and the first 72 BSD100 HR images from PERCEPTUAL_DATA_DIR, resized so
-the longer side is --max-side (0: native size, about 4x slower), written as PNG into a temp folder.
+the longer side is --max-side (default 0: their native size, 47 MP in all; 256: about 4x faster, where
+Ray's fixed start-up weighs more), written as PNG into a temp folder.
 The model is the paper's style network (the trained checkpoint when given/present; else random
 weights of the same architecture: speed does not depend on the weights). Throughput counts the
 whole job (listing, model load, actor start-up, decode, inference, encode, write) from the job's
 own summary, and "steady" from the first image out of the model to the last (start-up excluded, which is
 what a large archive sees). "Per core" divides by the inference threads (1 for the loop, 1 per actor); Ray's read
-and write tasks run on what is left of the machine's CPUs.
+and write tasks run on what is left of the machine's CPUs. "2 plain loops" runs the same job as two
+no-Ray processes, one per core, each on half the files: what this machine gives when both its cores
+work (on this 2-vCPU VM each runs about 16% slower than alone), the ceiling for 2 actors; "vs 2 loops"
+compares the 2-actor rows with it.
 """
 from __future__ import annotations
 
@@ -52,11 +57,44 @@ def make_images(dst: Path, max_side: int) -> float:
     return mp
 
 
+def _local_half(model: str, src: str, out: str, files: list[str]) -> dict:
+    """One of the two no-Ray loops: its share of the files, one torch thread (a spawned process)."""
+    import shutil
+
+    torch.set_num_threads(1)
+    part = Path(out + "-in")
+    part.mkdir(parents=True)
+    for f in files:
+        shutil.copy(Path(src) / f, part / f)
+    spec = batch.BatchSpec.from_params(kind="stylize", model=model, input=str(part), output=out, tile=0)
+    s = batch.run_batch(spec, engine="local", progress=False)
+    return dict(done=s.done, failed=s.failed, start=time.time() - s.seconds, end=time.time(),
+                first=s.first_done, last=s.last_done)
+
+
+def two_loops(model: Path, src: Path, out: Path) -> dict:
+    """The same job as two plain loops in two processes, one per core, no Ray: what this machine gives
+    when both cores work (shared caches and memory bandwidth; on a VM possibly SMT siblings)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    files = sorted(p.name for p in src.iterdir())
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as ex:
+        res = list(ex.map(_local_half, [str(model)] * 2, [str(src)] * 2, [str(out / "a"), str(out / "b")],
+                          [files[0::2], files[1::2]]))
+    done = sum(r["done"] for r in res)
+    assert done == len(files) and not any(r["failed"] for r in res), res
+    span = max(r["end"] for r in res) - min(r["start"] for r in res)
+    steady = (done - 2) / max(r["last"] - r["first"] for r in res)  # both loops' images, over the longer span
+    return dict(done=done, seconds=span, steady=steady)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(ROOT / "outputs/train/style-la_muse/model.pt"))
-    ap.add_argument("--max-side", type=int, default=256)
+    ap.add_argument("--max-side", type=int, default=0)
     ap.add_argument("--json", default=str(ROOT / "benchmarks/results/batch_cpu.json"))
+    ap.add_argument("--auto-only", action="store_true", help="only the pipeline each pool size gets by default")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -71,10 +109,15 @@ def main() -> None:
         print(f"{n} images, {mp:.1f} MP in all, model {model}")
         rows = []
 
-        def run(name, engine, actors, cpus, threads):
+        def run(name, engine, actors, cpus, threads, pipeline="auto"):
             spec = batch.BatchSpec.from_params(kind="stylize", model=str(model), input=str(src),
-                                               output=str(tmp / f"out-{engine}-{actors}"), actors=actors,
-                                               cpus_per_actor=cpus, tile=0)
+                                               output=str(tmp / f"out-{engine}-{actors}-{pipeline}"), actors=actors,
+                                               cpus_per_actor=cpus, tile=0, pipeline=pipeline)
+            if engine == "ray":  # the pipeline run_batch picks (auto) must be the one the row names
+                import ray
+
+                picked = "fused" if batch.fused(spec, [dict(kind="file")], ray.cluster_resources().get("CPU")) else "staged"
+                assert picked in name, (name, picked)
             t0 = time.perf_counter()
             s = batch.run_batch(spec, engine=engine, progress=False)
             assert s.done == n and s.failed == 0, s.text()
@@ -85,20 +128,35 @@ def main() -> None:
 
         torch.set_num_threads(1)
         run("plain loop (1 process, 1 thread)", "local", 1, 1.0, 1)
+        t = two_loops(model, src, tmp / "out-two-loops")
+        rows.append(dict(mode="2 plain loops (2 processes, no Ray)", inference_threads=2, images=t["done"],
+                         seconds=round(t["seconds"], 2), images_per_s=round(t["done"] / t["seconds"], 3),
+                         megapixels_per_s=round(mp / t["seconds"], 3), steady_images_per_s=round(t["steady"], 3),
+                         wall_with_startup=round(t["seconds"], 2)))
         with ray_session(num_cpus=os.cpu_count()):
-            run("Ray Data, 1 actor (1 CPU)", "ray", 1, 1.0, 1)
-            run("Ray Data, 2 actors (0.75 CPU each)", "ray", 2, 0.75, 2)
+            # the default (pipeline auto) first: staged for 1 actor (a CPU is left), fused for 2
+            run("Ray Data staged (auto), 1 actor (1 CPU)", "ray", 1, 1.0, 1)
+            run("Ray Data fused (auto), 2 actors (1 CPU each)", "ray", 2, 1.0, 2)
+            if not a.auto_only:
+                run("Ray Data fused, 1 actor (1 CPU)", "ray", 1, 1.0, 1, "fused")
+                run("Ray Data staged, 2 actors (0.75 CPU each)", "ray", 2, 0.75, 2, "staged")
     base, base_steady = rows[0]["images_per_s"], rows[0]["steady_images_per_s"]
-    print(f"\n{'mode':<38}{'threads':>8}{'img/s':>7}{'MP/s':>7}{'per core':>9}{'steady img/s':>13}"
-          f"{'per core':>9}{'seconds':>9}")
+    two, two_steady = rows[1]["images_per_s"], rows[1]["steady_images_per_s"]
+    print(f"\n{'mode':<44}{'threads':>8}{'img/s':>7}{'MP/s':>7}{'per core':>9}{'steady img/s':>13}"
+          f"{'per core':>9}{'seconds':>9}{'vs 2 loops':>11}{'steady':>7}")
     for r in rows:
         r["per_core_vs_plain"] = round(r["images_per_s"] / r["inference_threads"] / base, 3)
         r["steady_per_core_vs_plain"] = round(r["steady_images_per_s"] / r["inference_threads"] / base_steady, 3)
-        print(f"{r['mode']:<38}{r['inference_threads']:>8}{r['images_per_s']:>7.2f}{r['megapixels_per_s']:>7.2f}"
+        vs2 = ""
+        if r["inference_threads"] == 2:
+            r["vs_two_loops"] = round(r["images_per_s"] / two, 3)
+            r["steady_vs_two_loops"] = round(r["steady_images_per_s"] / two_steady, 3)
+            vs2 = f"{r['vs_two_loops']:>11.3f}{r['steady_vs_two_loops']:>7.3f}"
+        print(f"{r['mode']:<44}{r['inference_threads']:>8}{r['images_per_s']:>7.2f}{r['megapixels_per_s']:>7.2f}"
               f"{r['per_core_vs_plain']:>9.3f}{r['steady_images_per_s']:>13.2f}{r['steady_per_core_vs_plain']:>9.3f}"
-              f"{r['seconds']:>9.1f}")
+              f"{r['seconds']:>9.1f}{vs2}")
     print("img/s: the whole job (incl. start-up); steady: first image out of the model to the last; "
-          "per core: vs the plain loop")
+          "per core: vs the plain loop; vs 2 loops: vs two no-Ray loops, one per core")
     meta = dict(images=n, megapixels=round(mp, 2), max_side=a.max_side, model=str(a.model), cpus=os.cpu_count(),
                 machine=platform.machine(), torch=torch.__version__)
     out = Path(a.json)

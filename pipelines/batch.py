@@ -1,8 +1,15 @@
 """Batch jobs: stylize or upscale every image under a folder, a bucket prefix or inside archives.
 
-Ray Data pipeline: the driver lists the input -> read/decode tasks (archives are streamed, never
-unpacked to disk) -> inference in an actor pool holding the model -> encode/write tasks. The same
-per-image functions run in a plain loop (`engine="local"`) for benchmarks and Ray-less machines.
+Ray Data pipeline: the driver lists the input, then either
+- staged: read/decode tasks (archives are streamed, never unpacked to disk) -> inference in an actor
+  pool holding the model -> encode/write tasks; used for archives (one big archive's members spread
+  over the pool), --output-archive shards and GPU actors (decoding stays off the accelerator), or
+- fused: each actor of the pool reads, decodes, infers, encodes and writes its own files; used for
+  loose files on CPU actors that take the whole cluster, where read/write tasks would only compete
+  with them and handing decoded pixels through the object store costs more than the decode itself
+  (benchmarks/bench_batch.py).
+``pipeline`` (params ``batch.pipeline``: auto | fused | staged) picks one. The same per-image
+functions run in a plain loop (`engine="local"`) for benchmarks and Ray-less machines.
 
 Keys: an image's path relative to the input; an archive member's name (under the archive's own
 name, without extension, when the input is a folder or prefix holding archives). Outputs mirror
@@ -62,6 +69,7 @@ class BatchSpec:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     read_cpus: float = 0.5
+    pipeline: str = "auto"  # auto | fused | staged (module doc)
     max_pixels: int = 178_956_970
     endpoint: str | None = None  # S3-compatible endpoint (else AWS_ENDPOINT_URL)
     device: str = "auto"
@@ -95,6 +103,8 @@ class BatchSpec:
             raise ValueError(f"--overlap must be >= 0, got {self.overlap}")
         if not 0 < self.cpus_per_actor or self.read_cpus <= 0 or self.gpus_per_actor < 0:
             raise ValueError("--cpus-per-actor and read_cpus must be > 0 and --gpus >= 0")
+        if self.pipeline not in ("auto", "fused", "staged"):
+            raise ValueError(f"--pipeline must be auto, fused or staged, got {self.pipeline!r}")
         if self.preserve_color and self.kind != "stylize":
             raise ValueError("--preserve-color only applies to stylize")
         if self.model_engine not in ("auto", "eager", "compile", "onnx"):
@@ -407,6 +417,42 @@ class Predictor:
         return pd.DataFrame([self.predict(r) for r in batch.to_dict("records")])
 
 
+class FusedWorker(Predictor):
+    """The fused pipeline's actor: source rows (loose files) -> read, decode, infer, encode, write."""
+
+    def __init__(self, spec: BatchSpec, checkpoint: bytes | list, threads: int | None = None, done_ref=None):
+        super().__init__(spec, checkpoint, threads)
+        import ray
+
+        self.done = ray.get(done_ref[0]) if done_ref else frozenset()
+
+    def __call__(self, batch: dict) -> dict:  # numpy batch format: column -> array
+        items = [dict(zip(batch, vals)) for vals in zip(*batch.values())]
+        rows = list(process(self, items, self.spec, self.done))
+        return {k: [r[k] for r in rows] for k in RESULT}
+
+
+RESULT = ("key", "source", "status", "error", "in_mp", "t")  # the columns of a result row
+
+
+def process(pred: Predictor, items, spec: BatchSpec, done, bar=None) -> Iterator[dict]:
+    """Read, infer and write ``items`` in this process (the local loop and the fused actors) -> result rows."""
+    group = []
+    for item in items:
+        for row in read_rows(item, spec, done):
+            if row["status"] == "skipped":
+                yield dict(key=row["key"], source=row["source"], status="skipped", error="", in_mp=0.0, t=0.0)
+                continue
+            group.append(pred.predict(row))
+            if not spec.output_archive or len(group) >= spec.shard_size:
+                yield from write_rows(group, spec)
+                group = []
+        if bar is not None:
+            bar.update()
+    if group:
+        yield from write_rows(group, spec)
+
+
 def encode(row: dict, spec: BatchSpec) -> tuple[str, bytes | None, str]:
     """(output key, file bytes or None, error)."""
     import numpy as np
@@ -595,21 +641,19 @@ def _run_local(spec, ckpt, todo, done, progress):
     from tqdm import tqdm
 
     pred = Predictor(spec, ckpt)
-    bar = tqdm(total=len(todo), unit="src", file=sys.stderr, disable=not progress, desc=spec.kind)
-    group = []
-    for item in todo:
-        for row in read_rows(item, spec, done):
-            if row["status"] == "skipped":
-                yield dict(key=row["key"], source=row["source"], status="skipped", error="", in_mp=0.0, t=0.0)
-                continue
-            group.append(pred.predict(row))
-            if not spec.output_archive or len(group) >= spec.shard_size:
-                yield from write_rows(group, spec)
-                group = []
-        bar.update()
-    if group:
-        yield from write_rows(group, spec)
-    bar.close()
+    with tqdm(total=len(todo), unit="src", file=sys.stderr, disable=not progress, desc=spec.kind) as bar:
+        yield from process(pred, todo, spec, done, bar)
+
+
+def fused(spec: BatchSpec, todo: list[dict], cpus: float | None = None) -> bool:
+    """Whether the job runs the fused pipeline (module doc): loose files on CPU actors that leave
+    no room (``read_cpus``) beside them on the ``cpus`` of the cluster for read and write tasks;
+    where there is room, staged decodes and encodes there while the actors infer."""
+    if spec.pipeline != "auto":
+        return spec.pipeline == "fused"
+    if spec.gpus_per_actor or spec.output_archive or any(it["kind"] != "file" for it in todo):
+        return False
+    return cpus is None or spec.actors * spec.cpus_per_actor + spec.read_cpus > cpus
 
 
 def _run_ray(spec, ckpt, todo, done):
@@ -624,6 +668,17 @@ def _run_ray(spec, ckpt, todo, done):
         ctx.execution_options.preserve_order = False
         done_ref = [ray.put(frozenset(done))] if done else None
         threads = max(1, int(spec.cpus_per_actor))
+        if fused(spec, todo, ray.cluster_resources().get("CPU", 0)):  # no read/write tasks: actors take every CPU
+            # a few files per call: Ray's per-call cost (about 15 ms here) shrinks, the pool stays balanced
+            per_call = max(1, min(2, len(todo) // (8 * spec.actors)))
+            ds = ray.data.from_items(todo, override_num_blocks=-(-len(todo) // per_call))
+            ds = ds.map_batches(FusedWorker, fn_constructor_kwargs=dict(spec=spec, checkpoint=[ray.put(ckpt)],
+                                                                        threads=threads, done_ref=done_ref),
+                                batch_size=per_call, batch_format="numpy", num_cpus=spec.cpus_per_actor,
+                                compute=ray.data.ActorPoolStrategy(size=spec.actors))
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                yield from (dict(zip(batch, vals)) for vals in zip(*batch.values()))
+            return
         ds = ray.data.from_items(todo, override_num_blocks=min(len(todo), 200))
         # One archive per read task (each is a stream). Loose files: 8 per task for one actor (fewer
         # tasks); 2 for a pool, so blocks spread evenly over the actors (measured: bench_batch.py).

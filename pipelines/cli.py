@@ -144,7 +144,7 @@ def cmd_batch(a, kind: str) -> int:
                 output_archive=a.output_archive or None, shard_size=a.shard_size, tile=a.tile, overlap=a.overlap,
                 actors=a.actors, cpus_per_actor=a.cpus_per_actor, gpus_per_actor=a.gpus, endpoint=a.endpoint,
                 device=a.device, max_pixels=a.max_pixels, engine="local" if a.no_ray else "ray",
-                model_engine=a.engine, precision=a.precision)
+                model_engine=a.engine, precision=a.precision, pipeline=a.pipeline)
     if kind == "stylize":
         opts["preserve_color"] = a.preserve_color or None
     else:
@@ -183,6 +183,9 @@ def _batch_parser(sub) -> None:
         s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                        help="bf16/fp16 need CUDA (params: inference.precision)")
         s.add_argument("--max-pixels", type=int, help="refuse larger images")
+        s.add_argument("--pipeline", choices=["auto", "fused", "staged"],
+                       help="fused: each actor reads/infers/writes its files; staged: separate read/write tasks "
+                            "(params: batch.pipeline)")
         s.add_argument("--no-ray", action="store_true", help="a plain loop in this process (no Ray)")
         s.set_defaults(fn=lambda a, k=kind: cmd_batch(a, k))
     jobs.add_cli(bsub)

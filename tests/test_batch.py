@@ -126,7 +126,7 @@ def test_folder_stylize_on_ray(ray_address, folder, style_ckpt, tmp_path):
     src, good, bad = folder
     out = tmp_path / "out"
     rc = cli.main(["batch", "stylize", "--model", str(style_ckpt), "--input", str(src), "--output", str(out),
-                   "--cpus-per-actor", "0.5", "--preserve-color"])
+                   "--cpus-per-actor", "0.5", "--preserve-color", "--pipeline", "fused"])
     assert rc == 1  # some inputs failed
     assert _files(out) == {batch.output_key(k, "png") for k in good}
     fails = _failures(out)
@@ -290,14 +290,32 @@ def test_killed_job_reruns_to_exactly_once(ray_address, data_dir, tmp_path):
 
 
 def test_plain_loop_matches_ray(ray_address, lr_folder, sr_ckpt, tmp_path):
+    """The plain loop and both Ray pipelines (fused; staged, the default for one actor of 0.5 CPU) agree."""
     src, good, _ = lr_folder
     common = ["batch", "upscale", "--model", str(sr_ckpt), "--input", str(src), "--cpus-per-actor", "0.5"]
-    assert cli.main(common + ["--output", str(tmp_path / "ray")]) == 1
+    assert cli.main(common + ["--output", str(tmp_path / "ray"), "--pipeline", "fused"]) == 1
+    assert cli.main(common + ["--output", str(tmp_path / "staged")]) == 1
     assert cli.main(common + ["--output", str(tmp_path / "plain"), "--no-ray"]) == 1
-    assert _files(tmp_path / "ray") == _files(tmp_path / "plain")
+    assert _files(tmp_path / "ray") == _files(tmp_path / "plain") == _files(tmp_path / "staged")
+    assert _failures(tmp_path / "ray") == _failures(tmp_path / "plain") == _failures(tmp_path / "staged")
     for k in _files(tmp_path / "ray"):
-        a, b = (load_image(tmp_path / d / k, keep_gray=True).pixels.astype(int) for d in ("ray", "plain"))
-        assert np.abs(a - b).max() <= 1, k  # threads may round differently by one level
+        a, b, c = (load_image(tmp_path / d / k, keep_gray=True).pixels.astype(int) for d in ("ray", "plain", "staged"))
+        assert np.abs(a - b).max() <= 1 and np.abs(c - b).max() <= 1, k  # threads may round differently by one level
+
+
+def test_pipeline_choice():
+    files = [dict(kind="file", key="a.png")]
+    spec = batch.BatchSpec(kind="stylize", model="m.pt", input="in", output="out")
+    assert batch.fused(spec, files) and batch.fused(spec, files, cpus=1.0)  # loose files; the pool takes the CPUs
+    assert not batch.fused(spec, files, cpus=2.0)  # a CPU left for read/write tasks beside the actor: staged
+    assert batch.fused(batch.BatchSpec(**{**spec.__dict__, "actors": 2}), files, cpus=2.0)
+    assert not batch.fused(spec, files + [dict(kind="tar", key="b.tar")])  # an archive: members spread by read tasks
+    assert not batch.fused(batch.BatchSpec(**{**spec.__dict__, "gpus_per_actor": 1}), files)  # decode off the GPU actor
+    assert not batch.fused(batch.BatchSpec(**{**spec.__dict__, "output_archive": True}), files)
+    assert not batch.fused(batch.BatchSpec(**{**spec.__dict__, "pipeline": "staged"}), files)
+    assert batch.fused(batch.BatchSpec(**{**spec.__dict__, "pipeline": "fused", "gpus_per_actor": 1}), files)
+    with pytest.raises(ValueError, match="--pipeline"):
+        batch.BatchSpec(**{**spec.__dict__, "pipeline": "both"}).check()
 
 
 # --------------------------------------------------------------------------------------- S3
