@@ -3,6 +3,7 @@ a stale or wrong engine is refused, and the CLI takes --engine. Small networks a
 the speed itself is measured by benchmarks/speed.py, never asserted here."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -226,3 +227,22 @@ def test_cli_engine_option(tmp_path, data_dir, style_net):
                         "--precision", "bf16", "--device", "cpu"], capture_output=True, text=True, cwd=ROOT,
                        env=env, timeout=120)
     assert r.returncode == 2 and "--precision bf16 needs a CUDA" in r.stderr
+
+
+def test_gpu_speed_script_runs_without_ray_or_data(tmp_path, data_dir):
+    """benchmarks/speed_cuda.py (scripts/gpu_check.sh runs it on a bare GPU machine) on the CPU at tiny
+    sizes: the photo tensor as gpu_check.sh prepares it, a verified engine row, Gatys, the JSON."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import speed_cuda
+
+    x = load_image(data_dir / "styles/content_images/chicago.jpg").to_tensor()
+    torch.save((x * 255).round().to(torch.uint8), tmp_path / "photo.pt")
+    out = speed_cuda.main(["--device", "cpu", "--sizes", "48", "--repeats", "1", "--warmup", "1", "--rows",
+                           "eager:fp32", "--gatys-sizes", "48", "--photo", str(tmp_path / "photo.pt"),
+                           "--weights", str(tmp_path / "missing.pt"), "--json", str(tmp_path / "s.json")])
+    rows = {(r["engine"], r["precision"]): r for r in out["style"]}
+    assert set(rows) == {("plain", "fp32"), ("eager", "fp32")}
+    assert rows["eager", "fp32"]["verified"]["max_abs"] <= 2e-3
+    assert rows["eager", "fp32"]["sizes"]["48"]["psnr_vs_plain_db"] > 60
+    assert out["gatys_speedup"]["48"]["speedup_500"] > 1
+    assert "partial" not in json.loads((tmp_path / "s.json").read_text())

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The prepared GPU check for the device machine (torch with CUDA; no Ray, MLflow, DVC or data folder).
+#   scripts/gpu_check.sh prepare   # here: tmp/gpu/style.pt (trained style net) + photo.pt (chicago.jpg as a tensor)
+#   scripts/gpu_check.sh run       # there (carry tmp/gpu): the CUDA speed table into $OUT (benchmarks/speed_cuda.py)
+# One run takes about 3-6 min on an H100 (two torch.compile builds are most of it); every row is
+# printed and saved as it finishes, so a time limit keeps what was measured.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-run}" in
+  prepare)
+    PY=${PY:-.venv/bin/python}
+    mkdir -p tmp/gpu
+    "$PY" - <<'PYEOF'
+import os, shutil, sys
+from pathlib import Path
+import torch
+sys.path.insert(0, ".")
+from perceptual_core.io import load_image
+data = Path(os.environ.get("PERCEPTUAL_DATA_DIR", "../shared/data"))
+x = load_image(data / "styles/content_images/chicago.jpg").to_tensor()
+torch.save((x * 255).round().to(torch.uint8).contiguous(), "tmp/gpu/photo.pt")
+ckpt = Path("outputs/train/style-la_muse/model.pt")
+if ckpt.is_file():
+    shutil.copy(ckpt, "tmp/gpu/style.pt")
+print("tmp/gpu:", sorted(p.name for p in Path("tmp/gpu").iterdir()))
+PYEOF
+    ;;
+  run)
+    OUT=${OUT:-tmp/gpu_out}
+    mkdir -p "$OUT"
+    (nvidia-smi || true) > "$OUT/nvidia-smi.txt" 2>&1
+    PY=${PY:-python}
+    "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
+    timeout "${SPEED_TIMEOUT:-480}" "$PY" benchmarks/speed_cuda.py --weights tmp/gpu/style.pt --photo tmp/gpu/photo.pt \
+      --json "$OUT/speed_cuda.json" 2>&1 | tee "$OUT/speed_cuda.log"
+    ;;
+  *) echo "usage: $0 prepare|run" >&2; exit 2 ;;
+esac
