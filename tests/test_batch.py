@@ -262,7 +262,7 @@ def test_killed_job_reruns_to_exactly_once(ray_address, data_dir, tmp_path):
     photos = sorted(src.iterdir())
     out = tmp_path / "out"
     cmd = [str(Path(sys.executable).with_name("perceptual")), "batch", "stylize", "--model", str(ckpt),
-           "--input", str(src), "--output", str(out), "--cpus-per-actor", "0.5"]
+           "--input", str(src), "--output", str(out), "--cpus-per-actor", "0.5", "--pipeline", "fused"]
     log = open(tmp_path / "first.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 240
