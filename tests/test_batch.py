@@ -337,19 +337,23 @@ def bucket(folder, s3_endpoint):
     return url, s3, good, bad
 
 
-def test_s3_bucket_in_and_out(ray_address, bucket, style_ckpt, monkeypatch):
+@pytest.mark.parametrize("pipeline", ["staged", "fused"])
+def test_s3_bucket_in_and_out(ray_address, bucket, style_ckpt, monkeypatch, pipeline):
     url, s3, good, bad = bucket
     for k, v in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_REGION", "us-east-1")):
         monkeypatch.setenv(k, v)
     rc = cli.main(["batch", "stylize", "--model", str(style_ckpt), "--input", "s3://batch/in/",
-                   "--output", "s3://batch/out/", "--endpoint", url, "--cpus-per-actor", "0.5"])
+                   "--output", f"s3://batch/out-{pipeline}/", "--endpoint", url, "--cpus-per-actor", "0.5",
+                   "--pipeline", pipeline])
     assert rc == 1
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="batch", Prefix="out/")["Contents"]}
-    assert keys == {f"out/{batch.output_key(k, 'png')}" for k in good} | {f"out/{batch.FAILURES}", f"out/{batch.SUMMARY}"}
-    body = s3.get_object(Bucket="batch", Key=f"out/{batch.output_key(good_first(good), 'png')}")["Body"].read()
+    out = f"out-{pipeline}"
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="batch", Prefix=f"{out}/")["Contents"]}
+    assert keys == {f"{out}/{batch.output_key(k, 'png')}" for k in good} | {f"{out}/{batch.FAILURES}",
+                                                                           f"{out}/{batch.SUMMARY}"}
+    body = s3.get_object(Bucket="batch", Key=f"{out}/{batch.output_key(good_first(good), 'png')}")["Body"].read()
     assert Image.open(io.BytesIO(body)).size == Image.open(io.BytesIO(
         s3.get_object(Bucket="batch", Key=f"in/{good_first(good)}")["Body"].read())).size
-    fails = s3.get_object(Bucket="batch", Key=f"out/{batch.FAILURES}")["Body"].read().decode()
+    fails = s3.get_object(Bucket="batch", Key=f"{out}/{batch.FAILURES}")["Body"].read().decode()
     rows = {r["key"]: r["error"] for r in csv.DictReader(io.StringIO(fails))}
     assert set(bad) < set(rows) and any("escape" in e for e in rows.values())
     assert all(r.startswith("s3://batch/in/") for r in
