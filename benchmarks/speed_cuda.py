@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import statistics
 import sys
@@ -140,11 +139,6 @@ def gatys_iteration_s(size: int, device: torch.device, repeats: int) -> float:
     return median_time(step, device, repeats, 2)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = F.mse_loss(a.float().clamp(0, 1), b.float().clamp(0, 1)).item()
-    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -199,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
                 y = run(x)[..., :s, :s].float()
             if eng_name == "plain":
                 refs[s] = y
-            cell = dict(median_s=sec, psnr_vs_plain_db=psnr(y, refs[s]))
+            cell = dict(median_s=sec, psnr_vs_plain_db=engines.psnr(y, refs[s]))
             if device.type == "cuda":
                 cell["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
             row["sizes"][str(s)] = cell

@@ -427,12 +427,16 @@ class FusedWorker(Predictor):
         self.done = ray.get(done_ref[0]) if done_ref else frozenset()
 
     def __call__(self, batch: dict) -> dict:  # numpy batch format: column -> array
-        items = [dict(zip(batch, vals)) for vals in zip(*(v.tolist() for v in batch.values()))]  # plain Python values
-        rows = list(process(self, items, self.spec, self.done))
+        rows = list(process(self, _records(batch), self.spec, self.done))
         return {k: [r[k] for r in rows] for k in RESULT}
 
 
 RESULT = ("key", "source", "status", "error", "in_mp", "t")  # the columns of a result row
+
+
+def _records(batch: dict) -> list[dict]:
+    """A numpy-format Ray Data batch (column -> array) as rows of plain Python values."""
+    return [dict(zip(batch, vals)) for vals in zip(*(v.tolist() for v in batch.values()))]
 
 
 def process(pred: Predictor, items, spec: BatchSpec, done, bar=None) -> Iterator[dict]:
@@ -677,7 +681,7 @@ def _run_ray(spec, ckpt, todo, done):
                                 batch_size=per_call, batch_format="numpy", num_cpus=spec.cpus_per_actor,
                                 compute=ray.data.ActorPoolStrategy(size=spec.actors))
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                yield from (dict(zip(batch, vals)) for vals in zip(*(v.tolist() for v in batch.values())))
+                yield from _records(batch)
             return
         ds = ray.data.from_items(todo, override_num_blocks=min(len(todo), 200))
         # One archive per read task (each is a stream). Loose files: 8 per task for one actor (fewer
