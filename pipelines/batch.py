@@ -120,7 +120,8 @@ class Summary:
     failed: int = 0
     seconds: float = 0.0
     megapixels: float = 0.0  # input megapixels of the images done in this run
-    first_done: float = 0.0  # wall-clock times the first and the last image left the model
+    started: float = 0.0  # wall-clock times the job began, and the first and the last image left the model
+    first_done: float = 0.0
     last_done: float = 0.0
     failures: list = field(default_factory=list)  # (key, source, error)
 
@@ -139,9 +140,15 @@ class Summary:
         span = self.last_done - self.first_done
         return (self.done - 1) / span if self.done > 1 and span > 0 else 0.0
 
+    @property
+    def startup_seconds(self) -> float:
+        """From the job's start to its first image out of the model (actor start, model load, one image)."""
+        return self.first_done - self.started if self.done else 0.0
+
     def text(self) -> str:
+        first = f", first image after {self.startup_seconds:.1f} s" if self.done else ""
         return (f"{self.done} done, {self.skipped} skipped (already there), {self.failed} failed in "
-                f"{self.seconds:.1f} s: {self.images_per_s:.2f} images/s, {self.megapixels_per_s:.2f} MP/s")
+                f"{self.seconds:.1f} s: {self.images_per_s:.2f} images/s, {self.megapixels_per_s:.2f} MP/s{first}")
 
 
 # ---------------------------------------------------------------------------------------- names
@@ -600,6 +607,7 @@ def _finish(spec: BatchSpec, summary: Summary) -> None:
     info = {k: v for k, v in asdict(summary).items() if k != "failures"}
     info.update(images_per_s=round(summary.images_per_s, 3), megapixels_per_s=round(summary.megapixels_per_s, 3),
                 steady_images_per_s=round(summary.steady_images_per_s, 3),
+                startup_seconds=round(summary.startup_seconds, 2),
                 spec={k: v for k, v in asdict(spec).items()}, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     put_atomic(fs, f"{root}/{SUMMARY}", (json.dumps(info, indent=1) + "\n").encode())
 
@@ -619,7 +627,7 @@ def run_batch(spec: BatchSpec, *, engine: str = "ray", progress: bool = True) ->
             summary.skipped += 1
         else:
             todo.append(it)
-    t0 = time.perf_counter()
+    t0, summary.started = time.perf_counter(), time.time()
     results = _run_local(spec, ckpt, todo, done, progress) if engine == "local" else _run_ray(spec, ckpt, todo, done)
     for r in results:
         if r["status"] == "done":

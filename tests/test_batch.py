@@ -136,6 +136,7 @@ def test_folder_stylize_on_ray(ray_address, folder, style_ckpt, tmp_path):
     s = _summary(out)
     assert (s["done"], s["skipped"], s["failed"]) == (len(good), 0, len(bad))
     assert s["megapixels"] > 0 and s["images_per_s"] > 0
+    assert 0 < s["startup_seconds"] < s["seconds"]  # the first image is out before the job ends
 
     rot_in, rot = load_image(src / "rotated.jpg"), load_image(out / "rotated.png")
     assert rot.pixels.shape == rot_in.pixels.shape  # EXIF orientation applied (portrait)
