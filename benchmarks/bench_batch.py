@@ -20,7 +20,7 @@ round by round, and compares each Ray row with the plain loop of its own round (
 about 10% over minutes); the table gives medians and the range. The plain loops run with no Ray instance
 up. "2 plain loops" runs the same job as two
 no-Ray processes, one per core, each on half the files: what this machine gives when both its cores
-work (on this 2-vCPU VM each runs about 16% slower than alone), the ceiling for 2 actors; "vs 2 loops"
+work (0.96-1.03 per core on this 2-vCPU VM), the ceiling for 2 actors; "vs 2 loops"
 compares the 2-actor rows with it.
 """
 from __future__ import annotations
