@@ -18,10 +18,9 @@ rows use exactly those cores, while the staged rows' read and write tasks also r
 machine's CPUs (so staged with 1 actor uses part of the second core too). --repeat N runs every row N times,
 round by round, and compares each Ray row with the plain loop of its own round (this VM's speed drifts by
 about 10% over minutes); the table gives medians and the range. The plain loops run with no Ray instance
-up. "2 plain loops" runs the same job as two
-no-Ray processes, one per core, each on half the files: what this machine gives when both its cores
-work (0.96-1.03 per core on this 2-vCPU VM), the ceiling for 2 actors; "vs 2 loops"
-compares the 2-actor rows with it.
+up. "2 plain loops" runs the same job as two no-Ray processes, one per core, each on half the files: what
+this machine gives when both its cores work (0.96-1.03 per core on this 2-vCPU VM), the ceiling for 2
+actors; "vs 2 loops" compares the 2-actor rows with it.
 """
 from __future__ import annotations
 
@@ -65,8 +64,6 @@ def make_images(dst: Path, max_side: int) -> float:
 
 def _local_half(model: str, src: str, out: str, files: list[str]) -> dict:
     """One of the two no-Ray loops: its share of the files, one torch thread (a spawned process)."""
-    import shutil
-
     torch.set_num_threads(1)
     part = Path(out + "-in")
     part.mkdir(parents=True)
