@@ -2,7 +2,9 @@
 
 Sources: ``builtin`` (real photos shipped inside the scikit-image / matplotlib wheels, so a fresh
 machine needs no download), ``coco`` (the official MS-COCO zip, downloaded with resume and
-verified), a local folder, or a pyarrow URI (s3://bucket/prefix, gs://..., file://...).
+verified), a local folder, or a pyarrow URI (s3://bucket/prefix, gs://..., file://...); or a list
+of these, whose files are pooled (e.g. ``[builtin, ../shared/data/coco128_train2017/images]``, the
+released models' training set); two sources giving the same file name are an error.
 
 Output: ``<out_dir>/images/<name>`` holding the source bytes unchanged (never re-encoded) and
 ``<out_dir>/sources.csv`` (file,origin,bytes,sha256; ``file`` relative to images/, sorted).
@@ -356,16 +358,26 @@ def acquire(cfg: dict, out_dir: Path) -> dict:
     """
     out_dir = Path(out_dir).absolute()
     source = cfg.get("source")
-    if not source or not isinstance(source, str):
-        raise ValueError(f"acquire.source must be builtin, coco, a folder or a URI; got {source!r}")
-    _check_out_dir(out_dir, source)
+    sources = source if isinstance(source, list) else [source]
+    if not sources or not all(s and isinstance(s, str) for s in sources):
+        raise ValueError(f"acquire.source must be builtin, coco, a folder, a URI or a list of them; got {source!r}")
+    if len(set(sources)) != len(sources):
+        raise ValueError(f"acquire.source lists a source twice: {source!r}")
+    for s in sources:
+        _check_out_dir(out_dir, s)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(out_dir)
     tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
     try:
         with contextlib.ExitStack() as stack:
-            items, label = _items(cfg, source, out_dir, stack)
-            items = _sample(items, cfg.get("n_images"), cfg.get("seed", 0), label)
+            items, labels = [], []
+            for s in sources:
+                found, label = _items(cfg, s, out_dir, stack)
+                if not found:
+                    raise ValueError(f"{label}: no files found (hidden files are skipped)")
+                items += found
+                labels.append(label)
+            items = _sample(items, cfg.get("n_images"), cfg.get("seed", 0), " + ".join(labels))
             _check_names(items)
             _remove(tmp)
             tmp.mkdir()

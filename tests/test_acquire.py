@@ -48,6 +48,22 @@ def coco_images(data_dir) -> list[Path]:
 
 # ---------------------------------------------------------------------------------- builtin
 
+def test_a_list_of_sources_is_pooled(tmp_path, coco_images):
+    """The released models' training set: the wheel photos plus a folder, in one acquired set."""
+    folder = coco_images[0].parent
+    res = acquire(_cfg(["builtin", str(folder)]), tmp_path / "a")
+    assert res["n_files"] == 9 + 128
+    origins = {r["origin"].split(":")[0] if ":" in r["origin"] else "folder" for r in _rows(tmp_path / "a")}
+    assert origins == {"skimage", "matplotlib", "folder"}
+    (tmp_path / "dup").mkdir()
+    (tmp_path / "dup" / "skimage_astronaut.png").write_bytes(b"x")
+    with pytest.raises(ValueError, match="both map to images/skimage_astronaut.png"):
+        acquire(_cfg(["builtin", str(tmp_path / "dup")]), tmp_path / "b")
+    _no_leftovers(tmp_path / "b")
+    with pytest.raises(ValueError, match="lists a source twice"):
+        acquire(_cfg(["builtin", "builtin"]), tmp_path / "c")
+
+
 def test_builtin_photos_from_the_wheels(tmp_path):
     res = acquire(_cfg("builtin"), tmp_path / "a")
     out = tmp_path / "a"
