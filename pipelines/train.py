@@ -30,6 +30,7 @@ from . import config
 
 STATE = "state.pt"
 EVENTS = "events.jsonl"
+RUN_ID = "mlflow_run_id"  # the job's MLflow run, continued by --resume
 LOSS_KEYS = ("total", "content", "style", "tv", "pixel")
 
 
@@ -51,9 +52,13 @@ def job_spec(job: str) -> dict:
             raise FileNotFoundError(f"style image for {job} not found: {style_path} (params train.style.styles)")
         spec = dict(kind="style", model=dict(arch="transform", **s["network"]), data=str(config.resolve(s["data"])),
                     columns=["image"], style_image=str(style_path), crop=s["crop"],
-                    weights=dict(content=s["content_weight"], style=s["style_weight"],
-                                 tv=s.get("tv_weights", {}).get(name, s["tv_weight"])),
-                    data_stage="prepare_style", registered=f"style-{name}")
+                    weights=dict(content=s["content_weight"],
+                                 style=(s.get("style_weights") or {}).get(name, s["style_weight"]),
+                                 tv=(s.get("tv_weights") or {}).get(name, s["tv_weight"])),
+                    data_stage="prepare_style", registered=f"style-{name}",
+                    **{k: config.section("losses")[k] for k in ("content_layers", "style_layers", "style_size")})
+        if (s.get("networks") or {}).get(name):  # per-style network changes, e.g. {width: 0.5} for a fast model
+            spec["model"].update(s["networks"][name])
         sec = s
     elif kind in ("sr", "srcnn"):
         s = t["sr"] if kind == "sr" else t["srcnn"]
@@ -182,8 +187,9 @@ def make_step(spec: dict, loss_net):
 
     wts = spec["weights"]
     if spec["kind"] == "style":
-        crit = PerceptualLoss(loss_net, content_weight=wts["content"], style_weight=wts["style"], tv_weight=wts["tv"])
-        crit.set_style(load_image(spec["style_image"]).to_tensor())
+        crit = PerceptualLoss(loss_net, spec["content_layers"], spec["style_layers"], content_weight=wts["content"],
+                              style_weight=wts["style"], tv_weight=wts["tv"])  # the `losses` params, as benchmark
+        crit.set_style(load_image(spec["style_image"]).to_tensor(), spec["style_size"])
     elif spec["loss"] == "feat":
         crit = PerceptualLoss(loss_net, content_layers=spec["feat_layers"], content_weight=1.0, tv_weight=wts["tv"])
     else:
@@ -359,7 +365,10 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
     needs_vgg = spec["kind"] == "style" or spec.get("loss") == "feat"
     vgg = load_vgg16_weights(config.vgg_weights_arg(), allow_download=config.section("loss_network")["allow_download"]) \
         if needs_vgg else None
-    run_id = tracking.start_run(job, {"job": spec, "train": t}, data_stage=spec["data_stage"])
+    run_id = _resumed_run(out_dir) if resume else None
+    if run_id is None:
+        run_id = tracking.start_run(job, {"job": spec, "train": t}, data_stage=spec["data_stage"])
+        (out_dir / RUN_ID).write_text(run_id + "\n")
     cfg = dict(spec=spec, use_ray=use_ray, resume=resume, run_id=run_id, tracking_uri=tracking.tracking_uri(),
                vgg_weights=vgg.path if vgg else None)
     t0 = time.perf_counter()
@@ -400,6 +409,26 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
           f"{summary['loss_end'].get('loss_total', float('nan')):.4g}; registered {spec['registered']} "
           f"v{version.version} @challenger (run {run_id})", file=sys.stderr)
     return summary
+
+
+def _resumed_run(out_dir: Path) -> str | None:
+    """The MLflow run an interrupted job started (so --resume continues its curves), if it still exists."""
+    from . import tracking
+
+    p = out_dir / RUN_ID
+    if not p.is_file():
+        return None
+    run_id = p.read_text().strip()
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking.tracking_uri())
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        return None
+    client.update_run(run_id, status="RUNNING")
+    return run_id
 
 
 def _fit_with_ray(cfg: dict, rcfg: dict, out_dir: Path, resume: bool) -> None:

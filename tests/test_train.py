@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from pipelines import prepare as prep
-from pipelines import train
+from pipelines import tracking, train
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -108,10 +108,16 @@ def test_worker_killed_mid_run_continues_from_checkpoint(datasets, tmp_path, tra
 def test_resume_after_driver_stop_plain_pytorch(datasets, tmp_path, tracking_store, weights_cache):
     """Without Ray (a GPU box for quick checks has none): stop at 10, then --resume to 20."""
     job = "sr-x8-pixel"
-    train.run_job(job, use_ray=False, overrides=quick(datasets, tmp_path, job, iterations=10))
+    first = train.run_job(job, use_ray=False, overrides=quick(datasets, tmp_path, job, iterations=10))
     s = train.run_job(job, use_ray=False, resume=True, overrides=quick(datasets, tmp_path, job, iterations=20))
     starts = [e["iteration"] for e in train.read_events(tmp_path / job) if e["event"] == "start"]
     assert starts == [0, 10] and s["iterations"] == 20
+    # --resume continues the job's MLflow run: one loss curve over both legs
+    assert s["run_id"] == first["run_id"]
+    from mlflow import MlflowClient
+
+    hist = MlflowClient(tracking.tracking_uri()).get_metric_history(s["run_id"], "loss_total")
+    assert sorted({m.step for m in hist}) == [5, 10, 15, 20]
 
 
 def test_unknown_job_is_a_clear_error():
