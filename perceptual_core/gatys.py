@@ -42,9 +42,17 @@ def gatys(
 ) -> GatysResult:
     """Optimise an image for ``iters`` iterations; (3,H,W) tensors in [0,1] in and out.
 
-    With L-BFGS one iteration is one optimizer step (its line search may evaluate
-    the loss more than once); with Adam it is one gradient step. ``snapshot_at``: iteration
-    counts after which to keep a copy of the image (one run gives the 100/300/500 results).
+    How an iteration is counted (as the paper counts them): with L-BFGS one iteration is one
+    optimizer step, whose strong-Wolfe line search evaluates loss and gradient once or more
+    (each history entry records ``evals``; about 2 on average here); with Adam one gradient step.
+
+    The objective is the loss of the image that is returned, ``clamp(x, 0, 1)``: pixels pushed
+    out of range stop receiving gradient instead of being clipped after the fact. Optimising the
+    unclamped image and clipping at the end scored a *different* image than the one optimised,
+    and its loss rose from 100 to 500 iterations. With the line search's sufficient decrease, the
+    loss of the returned image never increases from one iteration to the next.
+    ``snapshot_at``: iteration counts after which to keep a copy of the image (one run gives the
+    100/300/500 results).
     """
     if iters < 0:
         raise ValueError(f"gatys: iters must be >= 0, got {iters}")
@@ -73,22 +81,26 @@ def gatys(
     snaps, snapshots = set(snapshot_at), {}
     first: dict[str, float] = {}
 
+    evals = [0]
+
     def closure():
         opt.zero_grad(set_to_none=True)
-        losses = crit(x, content_feats=cfeats)
+        losses = crit(x.clamp(0, 1), content_feats=cfeats)
         losses["total"].backward()
+        evals[0] += 1
         if not first:  # the loss at the start of the iteration (L-BFGS may evaluate again)
             first.update({k: float(v.detach()) for k, v in losses.items()})
         return losses["total"]
 
     for i in range(iters):
         first.clear()
+        evals[0] = 0
         opt.step(closure)
-        history.append(dict(first))
+        history.append({**first, "evals": evals[0]})
         if i + 1 in snaps:
             snapshots[i + 1] = x.detach()[0].clamp(0, 1).clone()
         if callback:
             callback(i, history[-1])
-    # Unconstrained during optimisation (clamping inside breaks L-BFGS' curvature
-    # pairs, as in the original Gatys/neural-style code); clip once at the end.
+    # x itself is never clamped in place (that would break L-BFGS' curvature pairs); the
+    # objective already saw the clamped image, so clamping here returns exactly what was scored.
     return GatysResult(x.detach()[0].clamp(0, 1), history, snapshots)

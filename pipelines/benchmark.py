@@ -108,8 +108,8 @@ def log_to_versions(judged: dict, metrics: dict[str, dict], cfg: str) -> None:
             continue
         if mv.run_id:
             tracking.log_metrics(mv.run_id, metrics[name], step=0)
-        tracking.set_version_tags(name, mv.version, {"bench.config": cfg, "bench.at": at})
-        _log(f"logged {len(metrics[name])} bench.* metrics to {name} v{mv.version} (run {mv.run_id})")
+        tracking.set_version_tags(mv.name, mv.version, {"bench.config": cfg, "bench.at": at})
+        _log(f"logged {len(metrics[name])} bench.* metrics to {mv.name} v{mv.version} (run {mv.run_id})")
 
 
 # ------------------------------------------------------------------------------------ SR
@@ -281,6 +281,11 @@ def run_sr(alias: str | None = None, dirs: dict | None = None) -> dict:
                 prim.append(by_proto[sr["primary"]][mid])
         for k in prim[0] if prim else ():
             ms[f"bench.{k}_mean"] = float(np.mean([p[k] for p in prim]))
+        # the family's baseline on the same images: promotion's floor (a champion must beat bicubic)
+        base = [bp[sr["primary"]]["bicubic"] for bp in results.get(f"x{scale}", {}).values()
+                if mid in bp.get(sr["primary"], {}) and "bicubic" in bp[sr["primary"]]]
+        for k in base[0] if base else ():
+            ms[f"bench.bicubic.{k}_mean"] = float(np.mean([p[k] for p in base]))
     log_to_versions({n: mv for (n, _), mv in judged.items()}, per_model, cfg)
     _log(f"benchmark_sr: {len(rows)} rows in {doc['seconds']} s -> {met / 'benchmark_sr.json'}")
     return doc
@@ -326,11 +331,93 @@ def _time_gatys(content, style, net, timed: int, kw: dict) -> tuple[float, float
     return float(steps[0]), float(np.median(steps[1:]))
 
 
-def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
+def style_objective(job: str) -> tuple[dict, str]:
+    """(weights {content, style, tv}, style image path) of style JOB: exactly what training optimises."""
+    from .train import job_spec
+
+    spec = job_spec(f"style-{job}")
+    return spec["weights"], spec["style_image"]
+
+
+def style_quality(model, style_img, weights: dict, photos: list, net, *, iters: list[int], gatys_opts: dict,
+                  save: Path | None = None, prefix: str = "", progress_desc: str = "",
+                  cache: dict | None = None) -> tuple[dict, list, list]:
+    """Score the photo itself, the network's output and Gatys after each of ``iters`` L-BFGS iterations,
+    all on one objective: content_w * l_feat + style_w * l_style + tv_w * l_TV with the training weights
+    (Gatys optimises exactly this objective, so its total falls with iterations).
+
+    Returns ({variant: mean scores}, rows per photo, image records); ``save``: write each image there.
+    ``cache``: a dict shared between calls on the same style and objective (champion and challenger),
+    so Gatys runs once per photo."""
     from perceptual_core.gatys import gatys
+    from perceptual_core.io import save_image
+    from perceptual_core.losses import PerceptualLoss
+
+    crit = PerceptualLoss(net, gatys_opts["content_layers"], gatys_opts["style_layers"], content_weight=1.0,
+                          style_weight=1.0, tv_weight=1.0)
+    crit.set_style(style_img, gatys_opts["style_size"])
+    cw, sw, tw = (float(weights[k]) for k in ("content", "style", "tv"))
+
+    def score(img, c):
+        with torch.no_grad():
+            r = crit(img[None], content=c[None])
+        c_, s_, t_ = float(r["content"]), float(r["style"]), float(r["tv"])
+        return {"content_loss": c_, "style_loss": s_, "tv_loss": t_, "total_loss": cw * c_ + sw * s_ + tw * t_}
+
+    rows: dict[str, list] = {}
+    qrows, images = [], []
+    for pname, c in _progress(photos, progress_desc or "style quality"):
+        with torch.inference_mode():
+            y = model(c[None])[0].clamp(0, 1)
+        variants = {"photo": (c, 0), "ours": (y, 0)}
+        if iters:
+            key = (pname, cw, sw, tw, tuple(iters))
+            if cache is None or key not in cache:
+                res = gatys(c, style_img, net, iters=iters[-1], snapshot_at=iters, content_weight=cw,
+                            style_weight=sw, tv_weight=tw, **{k: gatys_opts[k] for k in (
+                                "optimizer", "init", "style_size", "content_layers", "style_layers")})
+                found = (res, sum(h["evals"] for h in res.history) / len(res.history))
+                if cache is not None:
+                    cache[key] = found
+            res, evals_per_it = found if cache is None else cache[key]
+            variants.update({f"gatys{i}": (res.snapshots[i], i) for i in iters})
+        for v, (img, n) in variants.items():
+            sc = score(img, c)
+            if v.startswith("gatys"):
+                sc["evals_per_iteration"] = evals_per_it
+            rows.setdefault(v, []).append(sc)
+            qrows.append({"model": prefix, "photo": pname, "method": v, "iterations": n, **sc})
+            if save is not None and v != "photo":
+                f = save / f"{prefix}_{pname}_{v}.png"
+                save_image(f, img)
+                images.append({"photo": pname, "method": v, "file": f.name,
+                               **{k: round(x, 6) for k, x in sc.items()}})
+    quality = {v: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for v, rs in rows.items()}
+    q = quality
+    q["ours"]["style_ratio"] = q["ours"]["style_loss"] / q["photo"]["style_loss"]  # the bar: <= 1/3
+    return quality, qrows, images
+
+
+def _judged_models(names: list[str], alias: str) -> tuple[list, list]:
+    """[(label, ModelVersion, model)] at ``alias``, plus the `champion` of each when it is another version
+    (promotion compares the two on the same benchmark config); and [(name, reason)] not found."""
+    found, missing = [], []
+    for name in names:
+        model, mv = registry_model(name, alias)
+        if model is None:
+            missing.append({"model": name, "reason": mv})
+            continue
+        found.append((name, mv, model))
+        if alias != "champion":
+            cmodel, cmv = registry_model(name, "champion")
+            if cmodel is not None and str(cmv.version) != str(mv.version):
+                found.append((f"{name}@champion", cmv, cmodel))
+    return found, missing
+
+
+def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
     from perceptual_core.inference import resize_longer
     from perceptual_core.io import load_image, save_image
-    from perceptual_core.losses import PerceptualLoss
     from perceptual_core.networks import build_model
 
     b = settings(alias, dirs)
@@ -340,56 +427,40 @@ def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
     ls, tr = config.section("losses"), config.section("train")["style"]
     gkw = config.gatys_kwargs()
     iters = sorted(int(i) for i in st["gatys_iters"])
-    cfg = config_hash({"style": st, "losses": ls, "gatys": gkw, "vgg": net.info.sha256,
-                       "weights": [tr["content_weight"], tr["style_weight"]]})  # bench.total_loss uses them
+    objectives = {job: style_objective(job) for job in tr["jobs"]}
+    cfg = config_hash({"style": st, "losses": ls, "gatys": {k: gkw[k] for k in ("optimizer", "init")},
+                       "vgg": net.info.sha256, "weights": {j: w for j, (w, _) in objectives.items()},
+                       "objective": "clamped-v2"})  # bench.total_loss depends on all of these
     photos = [(Path(c).stem, resize_longer(load_image(_data_path(c)).to_tensor(), int(st["size"])))
               for c in st["content"]]
     (out / "style").mkdir(exist_ok=True)
-    judged, per_model, quality, qrows, images, missing = {}, {}, {}, [], [], []
+    judged, per_model, quality, qrows, images, gatys_cache = {}, {}, {}, [], [], {}
     t0 = time.perf_counter()
     first_model = None
-    for job in tr["jobs"]:
-        name = f"style-{job}"
-        model, mv = registry_model(name, b["alias"])
-        if model is None:
-            missing.append({"model": name, "reason": mv})
-            _log(f"benchmark_style: {name}: skipped ({mv})")
-            continue
+    found, missing = _judged_models([f"style-{job}" for job in tr["jobs"]], b["alias"])
+    for m in missing:
+        _log(f"benchmark_style: {m['model']}: skipped ({m['reason']})")
+    for label, mv, model in found:
+        job = mv.name.split("-", 1)[1]
         first_model = first_model or model
-        judged[name] = mv
-        style_img = load_image(_data_path(tr["styles"][job])).to_tensor()
-        crit = PerceptualLoss(net, ls["content_layers"], ls["style_layers"], content_weight=1.0, style_weight=1.0)
-        crit.set_style(style_img, ls["style_size"])
-        sw, cw = float(tr["style_weight"]), float(tr["content_weight"])
+        judged[label] = mv
+        weights, style_path = objectives[job]
+        style_img = load_image(style_path).to_tensor()
         save_image(out / "style" / f"{job}_style.png", resize_longer(style_img, int(st["size"])))
-
-        def score(img, c):
-            with torch.no_grad():
-                r = crit(img[None], content=c[None])
-            c_, s_ = float(r["content"]), float(r["style"])
-            return {"content_loss": c_, "style_loss": s_, "total_loss": cw * c_ + sw * s_}
-
-        rows: dict[str, list] = {}
-        for pname, c in _progress(photos, f"{name} vs Gatys"):
-            with torch.inference_mode():
-                y = model(c[None])[0].clamp(0, 1)
-            variants = {"ours": (y, 0)}
-            res = gatys(c, style_img, net, iters=iters[-1], snapshot_at=iters, **gkw)
-            variants.update({f"gatys{i}": (res.snapshots[i], i) for i in iters})
-            for v, (img, n) in variants.items():
-                s = score(img, c)
-                rows.setdefault(v, []).append(s)
-                qrows.append({"model": name, "photo": pname, "method": v, "iterations": n, **s})
-                f = out / "style" / f"{job}_{pname}_{v}.png"
-                save_image(f, img)
-                images.append({"model": name, "photo": pname, "method": v, "file": f.relative_to(out).as_posix(),
-                               "style": f"style/{job}_style.png", **{k: round(x, 6) for k, x in s.items()}})
-        quality[name] = {v: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for v, rs in rows.items()}
-        per_model[name] = {f"bench.{k}": x for k, x in quality[name]["ours"].items()}
-        per_model[name].update({f"bench.{v}.{k}": x for v, q in quality[name].items() if v != "ours"
-                                for k, x in q.items()})
-        _log(f"{name}: ours total {quality[name]['ours']['total_loss']:.4g}; " + ", ".join(
-            f"Gatys {i}: {quality[name][f'gatys{i}']['total_loss']:.4g}" for i in iters))
+        tag = label.replace("@", "_").removeprefix("style-")
+        q, rows, imgs = style_quality(model, style_img, weights, photos, net, iters=iters, gatys_opts=gkw,
+                                      save=out / "style", prefix=tag, progress_desc=f"{label} vs Gatys",
+                                      cache=gatys_cache.setdefault(job, {}))
+        quality[label] = q
+        for r in rows:
+            r["model"] = label
+        qrows += rows
+        images += [{"model": label, **i, "file": f"style/{i['file']}", "style": f"style/{job}_style.png"}
+                   for i in imgs]
+        per_model[label] = {f"bench.{k}": x for k, x in q["ours"].items()}
+        per_model[label].update({f"bench.{v}.{k}": x for v, vq in q.items() if v != "ours" for k, x in vq.items()})
+        _log(f"{label}: ours total {q['ours']['total_loss']:.4g} (style {q['ours']['style_ratio']:.2f} of the "
+             f"photo's); " + ", ".join(f"Gatys {i}: {q[f'gatys{i}']['total_loss']:.4g}" for i in iters))
 
     # Speed: the first style model (or the configured architecture, untrained: speed does not
     # depend on weights), on the first content photo resized to N x N.
@@ -401,7 +472,9 @@ def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
     engine = build_engine(model, sp.get("engine") or inf["engine"], inf["precision"], verify=inf["verify"],
                           tolerance=inf.get("tolerance"), cache_dir=config.resolve(inf["onnx_cache"])
                           if inf.get("onnx_cache") else None)  # what `perceptual stylize` runs, verified
-    style_img = load_image(_data_path(tr["styles"][tr["jobs"][0]])).to_tensor()
+    weights, style_path = objectives[tr["jobs"][0]] if tr["jobs"] else ({}, None)
+    style_img = load_image(style_path or _data_path(tr["styles"][next(iter(tr["styles"]))])).to_tensor()
+    gatys_opts = {**gkw, **{f"{k}_weight": v for k, v in weights.items()}}  # the objective scored above
     src = load_image(_data_path(st["content"][0])).to_tensor()
     speed, srows = {}, []
     g_iters = sorted(int(i) for i in sp["gatys_iters"])
@@ -411,7 +484,7 @@ def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
         x = _square(src, size)
         ff = _time_ff(engine, x[None], int(sp["repeats"]))
         plain = _time_ff(model, x[None], int(sp["repeats"]))
-        setup, per_iter = _time_gatys(x, style_img, net, timed, gkw)
+        setup, per_iter = _time_gatys(x, style_img, net, timed, gatys_opts)
         e = {"ours_s": ff, "plain_eager_s": plain, "gatys_setup_s": setup, "gatys_iter_s": per_iter, "gatys_timed_iters": timed}
         srows.append({"size": size, "method": "ours", "iterations": 0, "seconds": round(ff, 5), "measured": True,
                       "speedup": 1.0, "paper_seconds": PAPER_SPEED.get(size, {}).get("ours", "")})
@@ -430,7 +503,7 @@ def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
             per_model[name][f"bench.speed.{size}.speedup{g_iters[-1]}"] = e[f"speedup{g_iters[-1]}"]
 
     doc = {"alias": b["alias"], "config": cfg, "seconds": round(time.perf_counter() - t0, 1), "missing": missing,
-           "versions": _versions(judged), "quality": quality, "gatys_iters": iters, "speed": speed, "speed_model": arch,
+           "versions": _versions(judged), "quality": quality, "size": int(st["size"]), "gatys_iters": iters, "speed": speed, "speed_model": arch,
            "engine": f"{engine.name} {engine.precision}",
            "device": "cpu", "threads": torch.get_num_threads()}
     (met / "benchmark_style.json").write_text(json.dumps(doc, indent=1))

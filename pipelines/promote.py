@@ -33,6 +33,7 @@ HISTORY_TAGS = ("previous_champion", "rolled_back_at", "rolled_back_by", "rolled
 MOVES = ("promoted", "first_champion")  # decisions that move `champion` to the challenger
 # Refusal reasons. Only missing_metric fails `--all`: the benchmark should have produced the figure.
 MISSING, MISMATCH, ROLLED_BACK = "missing_metric", "config_mismatch", "rolled_back"
+BELOW_BASELINE = "below_baseline"  # a rejection: worse than the family's baseline (params promote.families[].baseline)
 
 
 # ------------------------------------------------------------------------------- params
@@ -131,7 +132,8 @@ def _required(fam: dict, champion_value: float) -> float:
 
 def _record(client, name: str, version: str, dec: dict) -> None:
     """The decision as promotion.* tags on `version`; stale keys of an earlier decision are removed."""
-    keys = ("decision", "reason", "metric", "mode", "champion", "challenger_value", "champion_value", "delta",
+    keys = ("decision", "reason", "metric", "mode", "champion", "challenger_value", "champion_value", "baseline_value",
+            "delta",
             "improvement", "required", "bench_config", "by", "at", "previous_champion")
     tags = {PREFIX + k: str(dec[k]) for k in keys if dec.get(k) not in (None, "")}
     keep = set() if dec["decision"] in MOVES else {PREFIX + k for k in HISTORY_TAGS}
@@ -164,7 +166,7 @@ def promote(name: str, *, rollback: bool = False, dry_run: bool = False, by: str
     dec = {"model": name, "decision": None, "reason_code": None, "reason": "", "metric": metric, "mode": mode,
            "challenger": str(chal.version), "champion": str(champ.version) if champ else None,
            "new_champion": str(champ.version) if champ else None, "challenger_value": None,
-           "champion_value": None, "delta": None, "improvement": None, "required": None,
+           "champion_value": None, "baseline_value": None, "delta": None, "improvement": None, "required": None,
            "bench_config": chal.tags.get("bench.config"), "previous_champion": None,
            "by": _who(by), "at": _now(), "dry_run": dry_run}
 
@@ -182,6 +184,17 @@ def promote(name: str, *, rollback: bool = False, dry_run: bool = False, by: str
     if dec["challenger_value"] is None:
         dec.update(decision="refused", reason_code=MISSING, reason=f"challenger {why}")
         return _finish(client, dec, dry_run)
+    if fam.get("baseline"):  # the floor: beat the family's baseline (bicubic, the unchanged photo), first or not
+        base, why = _value(client, name, chal, fam["baseline"])
+        if base is None:
+            dec.update(decision="refused", reason_code=MISSING, reason=f"challenger {why} (the baseline)")
+            return _finish(client, dec, dry_run)
+        dec["baseline_value"] = base
+        if not (dec["challenger_value"] > base if mode == "max" else dec["challenger_value"] < base):
+            dec.update(decision="rejected", reason_code=BELOW_BASELINE,
+                       reason=f"{metric} {dec['challenger_value']:.6g} does not beat the baseline "
+                              f"{fam['baseline']} {base:.6g}")
+            return _finish(client, dec, dry_run)
     if champ is None:
         dec.update(decision="first_champion", new_champion=str(chal.version),
                    reason=f"no {CHAMPION} yet: the first benchmarked challenger becomes {CHAMPION}")

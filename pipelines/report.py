@@ -143,8 +143,8 @@ def trend_plot(history, keys: list[str]) -> bytes | None:
 
 # ------------------------------------------------------------------------------- tables
 
-def _fmt(x, nd=2):
-    return "—" if x is None else f"{x:.{nd}f}"
+def _fmt(x, nd=2, kind="f"):
+    return "—" if x is None else f"{x:.{nd}{kind}}"
 
 
 def sr_tables(sr: dict) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -191,13 +191,21 @@ def speed_table(st: dict) -> tuple[str, list[str], list[list[str]]]:
 
 
 def style_quality_table(st: dict) -> tuple[str, list[str], list[list[str]]]:
-    head = ["model", "method", "content loss", "style loss", "total (training weights)"]
+    head = ["model", "method", "content loss", "style loss", "TV loss", "total (training weights)", "style vs photo"]
     rows = []
     for model, by in st["quality"].items():
+        base = (by.get("photo") or {}).get("style_loss")
         for v, q in by.items():
-            rows.append([model, "ours (feed-forward)" if v == "ours" else f"Gatys {v[5:]} iterations",
-                         f"{q['content_loss']:.4g}", f"{q['style_loss']:.4g}", f"{q['total_loss']:.4g}"])
-    return "Style: losses of the outputs on held-out photos (lower is better)", head, rows
+            label = {"ours": "ours (feed-forward)", "photo": "the photo itself (baseline)"}.get(
+                v, f"Gatys {v[5:]} iterations")
+            rows.append([model, label, f"{q['content_loss']:.4g}", f"{q['style_loss']:.4g}",
+                         _fmt(q.get("tv_loss"), 4, "g"), f"{q['total_loss']:.4g}",
+                         f"{q['style_loss'] / base:.3f}" if base else "-"])
+    size = st.get("size")
+    return ("Style: losses of the outputs on held-out photos" + (f" at {size} px (longer side)" if size else "") +
+            ", lower is better. Gatys optimises this same total from the photo with L-BFGS; one iteration is one "
+            "L-BFGS step (its strong-Wolfe line search evaluates the loss about twice on average; measured "
+            "evaluations per iteration are in the JSON)", head, rows)
 
 
 # ------------------------------------------------------------------------------- render

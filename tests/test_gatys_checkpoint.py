@@ -33,6 +33,25 @@ def test_gatys_reduces_the_loss(vgg, pair, optimizer, init):
         assert not torch.equal(res.image, c)
 
 
+def test_gatys_lbfgs_never_raises_the_loss_of_the_image_it_returns(vgg, pair):
+    """The yardstick: the scored image is the optimised one, so its total on the same objective falls
+    with iterations (the old unclamped optimisation scored a clipped image whose loss rose 100 -> 500)."""
+    from perceptual_core.losses import PerceptualLoss
+
+    c, s = pair
+    kw = dict(content_weight=1.0, style_weight=3e-5, tv_weight=1e-5, style_size=64)
+    res = gatys(c, s, vgg, iters=30, snapshot_at=[5, 15, 30], **kw)
+    totals = [h["total"] for h in res.history]
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(totals, totals[1:])), totals
+    assert all(h["evals"] >= 1 for h in res.history)
+    crit = PerceptualLoss(vgg, content_weight=1.0, style_weight=3e-5, tv_weight=1e-5)
+    crit.set_style(s, 64)
+    with torch.no_grad():
+        scored = [float(crit(res.snapshots[i][None], c[None])["total"]) for i in (5, 15, 30)]
+    assert scored[0] >= scored[1] >= scored[2], scored
+    assert torch.equal(res.snapshots[30], res.image)
+
+
 def test_gatys_rejects_bad_options(vgg, pair):
     with pytest.raises(ValueError, match="optimizer"):
         gatys(*pair, vgg, iters=1, optimizer="sgd")
