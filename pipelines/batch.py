@@ -562,22 +562,12 @@ def _display(spec: BatchSpec, root: str, path: str) -> str:
 def _checkpoint_bytes(spec: BatchSpec) -> bytes:
     from perceptual_core.checkpoint import read_checkpoint
 
-    path = spec.model
-    if path.startswith("models:/"):
-        from . import tracking  # lazily: plain checkpoints never import mlflow
+    from .modelref import check_task, checkpoint_bytes
 
-        path = tracking.resolve_model(path)
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--model {spec.model}: checkpoint not found")
-    data = p.read_bytes()
-    cfg = read_checkpoint(p, data)["config"]  # fail here, once, not in every actor
-    arch = cfg.get("arch")
-    if arch == "sr" and spec.scale and spec.scale != cfg.get("scale"):
-        raise ValueError(f"--scale {spec.scale}: the model {spec.model} upscales x{cfg.get('scale')}")
-    if (spec.kind == "stylize") != (arch == "transform"):
-        raise ValueError(f"--model {spec.model} holds a {arch!r} network, which cannot {spec.kind}")
-    if arch == "srcnn" and not spec.scale:
+    data = checkpoint_bytes(spec.model)
+    cfg = read_checkpoint(spec.model, data)["config"]  # fail here, once, not in every actor
+    check_task(cfg, spec.model, spec.kind, spec.scale)
+    if cfg.get("arch") == "srcnn" and not spec.scale:
         raise ValueError(f"--model {spec.model} is an SRCNN, which needs --scale")
     return data
 

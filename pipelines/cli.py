@@ -42,21 +42,57 @@ def cmd_weights(a) -> int:
     return 0
 
 
+def _model_ref(a, kind: str) -> str:
+    style = getattr(a, "style", None)
+    if style and a.model:
+        raise ValueError("give --model or --style, not both")
+    if style:
+        from perceptual_core import zoo
+
+        styles = [e.name[len("style-"):] for e in zoo.entries() if e.name.startswith("style-")]
+        if style not in styles:
+            raise ValueError(f"--style {style}: unknown style 'style-{style}' (shipped styles: "
+                             f"{', '.join(styles) or 'none'}; `perceptual models` lists them)")
+        return f"style-{style}"
+    if not a.model:
+        raise ValueError(f"{kind} needs --model (a checkpoint, a shipped name or models:/NAME@ALIAS)"
+                         + (" or --style NAME" if kind == "stylize" else ""))
+    return a.model
+
+
+def cmd_models(a) -> int:
+    """The shipped models (models/MANIFEST.json), hash-checked with --verify."""
+    from perceptual_core import zoo
+
+    es = zoo.entries()
+    if not es:
+        print(f"no shipped models in {zoo.models_dir()}")
+        return 0
+    bad = 0
+    print(f"{'name':<26}{'task':<9}{'iterations':>11}{'MB':>7}  sha256            card")
+    for e in es:
+        state = ""
+        if a.verify:
+            try:
+                zoo.verify(e)
+                state = "  ok"
+            except (OSError, ValueError) as err:
+                state, bad = f"  FAILED: {err}", bad + 1
+        size = e.file.stat().st_size / 1e6 if e.file.is_file() else float("nan")
+        card = e.card.relative_to(zoo.models_dir()) if e.card else "-"
+        print(f"{e.name:<26}{e.task:<9}{e.info.get('iterations', 0):>11,}{size:>7.1f}  {e.sha256[:16]}  {card}{state}")
+    return 2 if bad else 0
+
+
 def _run_model(a, kind: str) -> int:
-    from perceptual_core.checkpoint import load_model
     from perceptual_core.engines import build_engine
     from perceptual_core.inference import auto_device, stylize_image, upscale_image
     from perceptual_core.io import ImageReadError, load_image, save_image
 
-    path = a.model
-    if a.model.startswith("models:/"):
-        from . import tracking  # lazily: plain checkpoints never import mlflow
+    from . import modelref
 
-        path = tracking.resolve_model(a.model)
-    model = load_model(path, auto_device(a.device))
-    arch = model.config["arch"]
-    if (kind == "stylize") != (arch == "transform"):
-        raise SystemExit(f"error: --model {a.model} holds a {arch!r} network, which cannot {kind}")
+    ref = _model_ref(a, kind)
+    model, _ = modelref.load(ref, kind, auto_device(a.device), scale=getattr(a, "scale", None))
     inf = config.section("inference")  # the engine is checked against the plain network before use
     model = build_engine(model, a.engine, a.precision, verify=inf["verify"], tolerance=inf["tolerance"],
                          cache_dir=config.resolve(inf["onnx_cache"]) if inf.get("onnx_cache") else None)
@@ -72,7 +108,7 @@ def _run_model(a, kind: str) -> int:
         if kind == "stylize":
             y, alpha = stylize_image(model, img, preserve_color=a.preserve_color, tile=a.tile or None)
         else:
-            y, alpha = upscale_image(model, img, tile=a.tile or None)
+            y, alpha = upscale_image(model, img, scale=a.scale, tile=a.tile or None)
         if alpha is not None and dst.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
             alpha = None  # these formats have no alpha; the user asked for them
         save_image(dst, y, alpha=alpha, bit_depth=img.bit_depth, icc_profile=img.icc_profile, exif=img.exif)
@@ -159,7 +195,8 @@ def _batch_parser(sub) -> None:
     bsub = b.add_subparsers(dest="batch_cmd", required=True)
     for kind in ("stylize", "upscale"):
         s = bsub.add_parser(kind, help=f"{kind} every image under --input (folder, s3:// prefix, .tar/.tar.gz/.zip)")
-        s.add_argument("--model", required=True, help="a checkpoint file or models:/NAME@ALIAS")
+        s.add_argument("--model", required=True,
+                       help="a checkpoint file, a shipped model (`perceptual models`) or models:/NAME@ALIAS")
         s.add_argument("--input", required=True, help="folder, file, archive, or URI (s3://bucket/prefix/)")
         s.add_argument("--output", required=True, help="folder or URI; names mirror the input's")
         if kind == "upscale":
@@ -203,7 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     for kind in ("stylize", "upscale"):
         s = sub.add_parser(kind, help=f"{kind} images with a trained network checkpoint")
         s.add_argument("inputs", nargs="+", metavar="IN")
-        s.add_argument("--model", required=True, help="a checkpoint file or models:/NAME@ALIAS")
+        s.add_argument("--model", help="a checkpoint file, a shipped model (`perceptual models`) or models:/NAME@ALIAS")
+        if kind == "stylize":
+            s.add_argument("--style", help="a shipped style by name, e.g. starry_night (= --model style-NAME)")
+        else:
+            s.add_argument("--scale", type=int, help="refuse a model of another scale")
         s.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
         s.add_argument("--format", default="png", help="output extension when writing to a folder")
         s.add_argument("--device", default="auto")
@@ -217,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=inf["precision"],
                        help="bf16/fp16 need CUDA (params: inference.precision)")
         s.set_defaults(fn=lambda a, k=kind: _run_model(a, k))
+
+    s = sub.add_parser("models", help="list the shipped models (models/), with --verify their SHA-256")
+    s.add_argument("--verify", action="store_true", help="hash every file against the manifest")
+    s.set_defaults(fn=cmd_models)
 
     s = sub.add_parser("gatys", help="Gatys et al. optimisation-based style transfer (the baseline)")
     s.add_argument("content")

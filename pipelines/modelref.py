@@ -1,0 +1,51 @@
+"""One way to name a model, for every command: a checkpoint file, a shipped model's name
+(`models/`, listed by `perceptual models`: `style-la_muse`, `sr-x4-feat`, ...) or a registry URI
+(`models:/NAME@ALIAS`, `models:/NAME/VERSION`).
+
+All three come back as the bytes of a project checkpoint (tensors only, `weights_only` loading),
+checked once here against the task: a style network cannot upscale, an x8 model cannot serve
+`--scale 4`. Batch jobs ship these bytes to their actors; the CLI loads them directly.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def checkpoint_bytes(ref: str) -> bytes:
+    """The checkpoint bytes ``ref`` names; FileNotFoundError / ValueError naming ``ref`` otherwise."""
+    from perceptual_core import zoo
+
+    if ref.startswith("models:/"):
+        from . import tracking  # lazily: files and shipped names never import mlflow
+
+        return Path(tracking.resolve_model(ref)).read_bytes()
+    p = Path(ref)
+    if p.is_file():
+        return p.read_bytes()
+    if p.exists():
+        raise ValueError(f"--model {ref}: not a file")
+    names = [e.name for e in zoo.entries()]
+    if ref in names:
+        return zoo.checkpoint_bytes(ref)
+    if p.suffix or "/" in ref or "\\" in ref:  # meant as a file
+        raise FileNotFoundError(f"--model {ref}: checkpoint not found")
+    raise ValueError(f"--model {ref}: not a checkpoint file, a models:/ URI or a shipped model "
+                     f"(shipped: {', '.join(names) or 'none'}; `perceptual models` lists them)")
+
+
+def check_task(config: dict, ref: str, kind: str, scale: int | None = None) -> None:
+    """Refuse a network that cannot do ``kind`` (stylize | upscale) at ``scale``."""
+    arch = config.get("arch")
+    if (kind == "stylize") != (arch == "transform"):
+        raise ValueError(f"--model {ref} holds a {arch!r} network, which cannot {kind}")
+    if arch == "sr" and scale and scale != config.get("scale"):
+        raise ValueError(f"--scale {scale}: the model {ref} upscales x{config.get('scale')}")
+
+
+def load(ref: str, kind: str, device="cpu", scale: int | None = None):
+    """(model in eval mode on ``device``, checkpoint bytes) for ``ref``, checked for ``kind``."""
+    from perceptual_core.checkpoint import load_model, read_checkpoint
+
+    data = checkpoint_bytes(ref)
+    check_task(read_checkpoint(ref, data)["config"], ref, kind, scale)
+    return load_model(ref, device, data=data), data
