@@ -27,6 +27,13 @@ def _load(path: str) -> dict[str, Any]:
     return data
 
 
+def read_params(path: str | Path) -> dict[str, Any]:
+    """Another params file (e.g. the release's, written by pipelines/release.py): a fresh copy."""
+    import copy
+
+    return copy.deepcopy(_load(str(Path(path).resolve())))
+
+
 def params() -> dict[str, Any]:
     return _load(str(params_path()))
 

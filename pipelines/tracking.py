@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import types
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -200,9 +201,9 @@ def _signature(channels: int):
 
 
 def finish_run(run_id: str, model, checkpoint_path, *, model_name: str, example_hw: tuple[int, int],
-               tags: dict[str, str] | None = None, status: str = "FINISHED") -> ModelVersion:
+               tags: dict[str, str] | None = None, status: str = "FINISHED", alias: str = CHALLENGER) -> ModelVersion:
     """Log `model` as pt2 with its checkpoint, register it as a new version of `model_name`
-    with alias "challenger", end the run with `status`; returns the ModelVersion."""
+    with ``alias`` ("challenger"), end the run with `status`; returns the ModelVersion."""
     import copy
 
     import torch
@@ -222,29 +223,74 @@ def finish_run(run_id: str, model, checkpoint_path, *, model_name: str, example_
                     "data_version": run_tags.get("data_version", "missing"),
                     "run_id": run_id, **(tags or {})}
     with _fluent_uri(uri):
-        mv = _log_and_register(run_id, net, channels, example, checkpoint_path, model_name, version_tags, status)
+        mv = _log_and_register(run_id, net, channels, example, checkpoint_path, model_name, version_tags, status,
+                               alias)
     return client.get_model_version(model_name, mv.version)
 
 
-def _log_and_register(run_id, net, channels, example, checkpoint_path, model_name, version_tags, status):
-    import mlflow
+def _save_pt2_and_pyfunc(path, mlflow_model=None, **kwargs):
+    """mlflow.pytorch.save_model (pt2 export + the checkpoint as an extra file), then the
+    python_function flavor: loader_module pipelines.pyfunc_model on that checkpoint, so
+    `mlflow.pyfunc.load_model` and `mlflow models serve` work without unpickling anything."""
+    import mlflow.pyfunc
     import mlflow.pytorch
+
+    mlflow.pytorch.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
+    ckpt = mlflow_model.flavors["pytorch"]["extra_files"][0]["path"]
+    mlflow.pyfunc.add_to_model(mlflow_model, loader_module="pipelines.pyfunc_model", data=ckpt)
+    mlflow_model.save(os.path.join(path, "MLmodel"))
+
+
+# A "flavor module" for mlflow.models.Model.log: anything with save_model (and a name).
+_PT2_AND_PYFUNC = types.SimpleNamespace(save_model=_save_pt2_and_pyfunc, __name__="pipelines.tracking.pt2_pyfunc")
+
+
+def _log_and_register(run_id, net, channels, example, checkpoint_path, model_name, version_tags, status, alias):
+    import mlflow
     import torch
+    from mlflow.models import Model
 
     mlflow.start_run(run_id=run_id)  # log_model links the logged model to the active run
     try:
-        info = mlflow.pytorch.log_model(
-            net, name="model", serialization_format="pt2", signature=_signature(channels),
+        # mlflow.pytorch.log_model's own save, plus a python_function flavor (see _save_pt2_and_pyfunc)
+        info = Model.log(
+            artifact_path=None, flavor=_PT2_AND_PYFUNC, pytorch_model=net,
+            name="model", serialization_format="pt2", signature=_signature(channels),
             input_example=example, extra_files=[str(checkpoint_path)],
             # Explicit requirements: inferring them re-loads the model in a subprocess (~12 s).
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
         )
         mv = mlflow.register_model(info.model_uri, model_name, tags=version_tags)
-        _client().set_registered_model_alias(model_name, CHALLENGER, mv.version)
+        _client().set_registered_model_alias(model_name, alias, mv.version)
     except BaseException:
         mlflow.end_run("FAILED")
         raise
     mlflow.end_run(status)
+    return mv
+
+
+def register_release(model_name: str, model, tags: dict[str, str]) -> ModelVersion:
+    """A shipped model (models/) as a new version of ``model_name`` with alias champion, in its own
+    run of the experiment `perceptual-release`; the champion it replaces (if any) is recorded as
+    `promotion.previous_champion`, so `perceptual promote NAME --rollback` can undo it."""
+    from mlflow.exceptions import MlflowException
+
+    from perceptual_core.checkpoint import save_checkpoint
+
+    client = _client()
+    try:
+        previous = client.get_registered_model(model_name).aliases.get("champion")
+    except MlflowException:
+        previous = None
+    hw = (24, 24) if model.config.get("arch") != "transform" else (64, 64)
+    with tempfile.TemporaryDirectory() as d:
+        ckpt = save_checkpoint(Path(d) / "model.pt", model, meta={"release": tags})
+        run_id = start_run(f"release-{model_name}", {"release": tags}, experiment="perceptual-release")
+        mv = finish_run(run_id, model, ckpt, model_name=model_name, example_hw=hw, tags=tags, alias="champion")
+    extra = {"promotion.decision": "release", "promotion.reason": "a shipped release (models/) registered"}
+    if previous and str(previous) != str(mv.version):
+        extra["promotion.previous_champion"] = str(previous)
+    set_version_tags(model_name, mv.version, extra)
     return mv
 
 

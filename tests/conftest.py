@@ -120,3 +120,37 @@ def mlflow_server_uri(services_stack) -> str:
     session. MLFLOW_TRACKING_URI is left alone: set it per test (monkeypatch)."""
     services_stack.up(["mlflow"])
     return services_stack.urls()["mlflow"]
+
+
+# ----------------------------------------------------------------- shipped-model fixtures (models/ format)
+
+def write_tiny_release(folder: Path, name: str, config: dict):
+    """A small real network written as a release file and listed in folder/MANIFEST.json."""
+    import json
+
+    import torch
+
+    from perceptual_core import zoo
+    from perceptual_core.networks import build_model
+
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    sha = zoo.save_release(folder / f"{name}.safetensors", model)
+    mf = folder / "MANIFEST.json"
+    doc = json.loads(mf.read_text()) if mf.is_file() else {"models": {}}
+    doc["models"][name] = {"file": f"{name}.safetensors", "sha256": sha, "task": zoo.task_of(config),
+                           "iterations": 0}
+    mf.write_text(json.dumps(doc))
+    return zoo.get(name, folder)
+
+
+@pytest.fixture
+def tiny_zoo(tmp_path, monkeypatch):
+    """A models folder with a small style network and a small x4 SR network ($PERCEPTUAL_MODELS_DIR)."""
+    d = tmp_path / "models"
+    d.mkdir()
+    write_tiny_release(d, "style-tiny", {"arch": "transform", "width": 0.25, "norm": "instance",
+                                         "padding": "reflect", "upsample": "nearest"})
+    write_tiny_release(d, "sr-x4-tiny", {"arch": "sr", "scale": 4, "width": 0.25})
+    monkeypatch.setenv("PERCEPTUAL_MODELS_DIR", str(d))
+    return d

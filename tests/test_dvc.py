@@ -31,7 +31,7 @@ def run(cmd, cwd, env):
 def make_repo(tmp_path: Path, params: dict) -> tuple[Path, dict]:
     repo = tmp_path / "repo"
     ign = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for d in ("perceptual_core", "pipelines"):
+    for d in ("perceptual_core", "pipelines", "models"):
         shutil.copytree(ROOT / d, repo / d, ignore=ign)
     for f in ("dvc.yaml", ".dvcignore"):
         shutil.copy(ROOT / f, repo / f)
@@ -54,8 +54,10 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def check_benchmarks_promotion_report(repo: Path, env: dict, client) -> None:
-    """benchmark_sr / benchmark_style judged the quickly trained models, logged to their MLflow runs,
-    promotion made each first challenger champion, and the report shows every method."""
+    """benchmark_sr / benchmark_style judged the quickly trained models (and the shipped release, which
+    register_release made champion v1 of style-la_muse), logged to their MLflow runs; promotion made
+    each SR first challenger champion (this test's families have no SR floor), refused the quick
+    style model against the release, and the report shows every method."""
     sr = json.loads((repo / "metrics/benchmark_sr.json").read_text())
     x4 = sr["results"]["x4"]["Set5"]
     assert set(x4) == {"standard", "blur"}
@@ -64,17 +66,24 @@ def check_benchmarks_promotion_report(repo: Path, env: dict, client) -> None:
     assert all(v["vgg_relu2_2"] > 0 for v in x4["standard"].values())
     st = json.loads((repo / "metrics/benchmark_style.json").read_text())
     q = st["quality"]["style-la_muse"]
-    assert set(q) == {"ours", "gatys2", "gatys4"} and q["gatys4"]["total_loss"] < q["gatys2"]["total_loss"]
+    assert set(q) == {"photo", "ours", "gatys2", "gatys4"} and q["gatys4"]["total_loss"] <= q["gatys2"]["total_loss"]
+    rel = st["quality"]["style-la_muse@champion"]  # the release, judged on the same config
+    assert rel["ours"]["total_loss"] < q["ours"]["total_loss"] and rel["gatys4"] == q["gatys4"]
     sp = st["speed"]["64"]
     assert sp["gatys2_measured"] is True and sp["gatys100_measured"] is False and sp["speedup100"] > 1
-    for name, metric in (("sr-x4-feat", "bench.vgg_relu2_2_mean"), ("srcnn-x4", "bench.psnr_y_mean"),
-                         ("style-la_muse", "bench.total_loss")):
+    for name, metric in (("sr-x4-feat", "bench.vgg_relu2_2_mean"), ("srcnn-x4", "bench.psnr_y_mean")):
         mv = client.get_model_version(name, "1")
         assert metric in client.get_run(mv.run_id).data.metrics, (name, metric)
+        assert "bench.bicubic." + metric[6:] in client.get_run(mv.run_id).data.metrics  # the floor's figure
         assert mv.tags["bench.config"] and mv.tags["promotion.decision"] == "first_champion"
         assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    release = client.get_model_version_by_alias("style-la_muse", "champion")
+    assert str(release.version) == "1" and release.tags["release.sha256"]
+    quick = client.get_model_version_by_alias("style-la_muse", "challenger")
+    assert str(quick.version) == "2" and quick.tags["promotion.decision"] == "rejected"
+    assert "bench.total_loss" in client.get_run(release.run_id).data.metrics
     promo = (repo / "metrics/promotion.json").read_text()
-    assert "first_champion" in promo and "sr-x4-feat" in promo
+    assert "first_champion" in promo and "sr-x4-feat" in promo and "rejected" in promo
     page = (repo / "reports/benchmark.html").read_text()
     for method in ("bicubic", "SRCNN (official)", "SRCNN (retrained)", "ours l_feat", "Gatys 4 it", "ours (s)",
                    "Training loss curves", "Promotion decisions", "git_commit"):
@@ -103,6 +112,9 @@ def test_dvc_repro_whole_pipeline(tmp_path, data_dir, weights_cache, ray_address
     b["sr"].update(sets={"Set5": "Set5/HR"}, max_images=2, scales=[4], crop={"set": "Set5", "image": None, "size": 48})
     b["style"].update(size=48, gatys_iters=[2, 4])
     b["speed"].update(sizes=[48, 64], repeats=1, gatys_timed_iters=2, gatys_iters=[2, 100])
+    for fam in params["promote"]["families"]:  # quick SR models cannot beat bicubic: no floor here, so the
+        if not fam["match"].startswith("style"):  # scheduled runs below have SR champions (test_release: floor)
+            fam.pop("baseline", None)
     tr = params["train"]  # one job of each kind, a few iterations (test_train.py covers the rest)
     tr.update(report_every=2, checkpoint_every=4)
     tr["style"].update(jobs=["la_muse"], iterations=4, crop=64, batch_size=2)
@@ -144,10 +156,11 @@ def test_dvc_repro_whole_pipeline(tmp_path, data_dir, weights_cache, ray_address
     from mlflow import MlflowClient
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    for job, name in (("style-la_muse", "style-la_muse"), ("sr-x4-feat", "sr-x4-feat"), ("srcnn-x4", "srcnn-x4")):
+    for job, name, v in (("style-la_muse", "style-la_muse", "2"), ("sr-x4-feat", "sr-x4-feat", "1"),
+                         ("srcnn-x4", "srcnn-x4", "1")):  # style-la_muse v1: the release
         tm = json.loads((repo / f"outputs/train/{job}/metrics.json").read_text())
         assert tm["iterations"] == 4 and tm["model"] == name
-        assert str(client.get_model_version_by_alias(name, "challenger").version) == tm["version"] == "1"
+        assert str(client.get_model_version_by_alias(name, "challenger").version) == tm["version"] == v
         assert (repo / f"outputs/train/{job}/model.pt").is_file()
 
     check_benchmarks_promotion_report(repo, env, client)

@@ -1,0 +1,156 @@
+"""The release in the registry (pipelines/release.py register, the DVC stage register_release) on a real
+MLflow sqlite store, and the promotion floor: a version must beat its family's baseline to become champion."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines import promote, release, tracking
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def store(tmp_path, tiny_zoo, monkeypatch):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["release"].update(models_dir=str(tiny_zoo), registered=str(tmp_path / "release.json"))
+    params["train"]["style"]["jobs"] = ["tiny"]
+    params["train"]["sr"]["jobs"], params["train"]["srcnn"]["jobs"] = [], []
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("PERCEPTUAL_PARAMS", str(tmp_path / "params.yaml"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("PERCEPTUAL_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking.tracking_uri())
+
+
+def test_register_release_once_as_champion_and_loadable(store, tmp_path):
+    from perceptual_core import zoo
+    from perceptual_core.checkpoint import load_model, save_checkpoint
+
+    first = release.register()
+    again = release.register()  # idempotent: found by its release.sha256 tag
+    assert [d["version"] for d in first] == [d["version"] for d in again] == ["1", "1"]
+    c = _client()
+    for name in ("sr-x4-tiny", "style-tiny"):
+        assert len(c.search_model_versions(f"name='{name}'")) == 1
+        mv = c.get_model_version_by_alias(name, "champion")
+        assert mv.tags[release.RELEASE_TAG] == zoo.get(name).sha256
+    assert json.loads((tmp_path / "release.json").read_text())[1]["champion"] == "1"
+    # the registered checkpoint is the shipped network (same weights through models:/ as by name)
+    import torch
+
+    a = load_model(tracking.resolve_model("models:/style-tiny@champion"))
+    b = zoo.load("style-tiny")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    # a quick retrain registers a challenger; the release stays champion until promote says otherwise
+    run_id = tracking.start_run("style-tiny", {"job": "quick"})
+    ckpt = save_checkpoint(tmp_path / "quick.pt", b)
+    tracking.finish_run(run_id, b, ckpt, model_name="style-tiny", example_hw=(32, 32))
+    assert str(c.get_registered_model("style-tiny").aliases["champion"]) == "1"
+    release.register()
+    assert str(c.get_registered_model("style-tiny").aliases["champion"]) == "1"
+    assert len(c.search_model_versions("name='style-tiny'")) == 2
+
+
+def _benchmarked(tmp_path, name: str, metrics: dict, cfg: str = "cfg") -> str:
+    from perceptual_core import zoo
+
+    model = zoo.load("style-tiny")
+    from perceptual_core.checkpoint import save_checkpoint
+
+    run_id = tracking.start_run(name, {"job": name})
+    ckpt = save_checkpoint(tmp_path / f"{run_id}.pt", model)
+    mv = tracking.finish_run(run_id, model, ckpt, model_name=name, example_hw=(32, 32))
+    tracking.log_metrics(run_id, metrics, step=0)
+    tracking.set_version_tags(name, mv.version, {"bench.config": cfg})
+    return str(mv.version)
+
+
+def test_promotion_floor_refuses_a_bad_first_challenger(store, tmp_path):
+    """A deliberately bad model (worse than the unchanged photo) never becomes champion, even first."""
+    bad = _benchmarked(tmp_path, "style-tiny", {"bench.total_loss": 9.0e5, "bench.photo.total_loss": 6.6e5})
+    dec = promote.promote("style-tiny")
+    assert dec["decision"] == "rejected" and dec["reason_code"] == promote.BELOW_BASELINE, dec
+    assert "champion" not in _client().get_registered_model("style-tiny").aliases
+    assert _client().get_model_version("style-tiny", bad).tags["promotion.baseline_value"] == "660000.0"
+    good = _benchmarked(tmp_path, "style-tiny", {"bench.total_loss": 4.0e5, "bench.photo.total_loss": 6.6e5})
+    dec = promote.promote("style-tiny")
+    assert dec["decision"] == "first_champion" and dec["new_champion"] == good
+    # a challenger without the baseline figure is refused, not waved through
+    _benchmarked(tmp_path, "style-tiny", {"bench.total_loss": 1.0e5})
+    dec = promote.promote("style-tiny")
+    assert dec["decision"] == "refused" and dec["reason_code"] == promote.MISSING and "baseline" in dec["reason"]
+
+
+def test_release_params_train_on_the_release_photos_only(store, data_dir):
+    p = release.release_params()
+    assert p["acquire"]["source"] == ["builtin", str(data_dir / "coco128_train2017/images")]
+    for stage in ("prepare_style", "prepare_sr"):
+        assert p[stage]["input"].startswith(str(release.workdir()))
+    bench = {str(data_dir / v) for v in yaml.safe_load((ROOT / "params.yaml").read_text())["benchmark"]["sr"]["sets"].values()}
+    assert not any(s in bench for s in p["acquire"]["source"])
+    assert p["train"]["style"]["iterations"] == yaml.safe_load((ROOT / "params.yaml").read_text())["release"]["style"]["iterations"]
+
+
+def test_registered_versions_serve_through_mlflow_pyfunc(store, tmp_path):
+    """MLflow's own tools on a registered version: pyfunc load and `mlflow models serve` on 127.0.0.1."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import mlflow.pyfunc
+    import numpy as np
+    import torch
+
+    from perceptual_core import zoo
+
+    release.register()
+    x = np.random.default_rng(0).random((1, 3, 37, 50), dtype=np.float32)  # any size, odd included
+    with torch.inference_mode():
+        want = zoo.load("style-tiny")(torch.from_numpy(x)).clamp(0, 1).numpy()
+    got = mlflow.pyfunc.load_model("models:/style-tiny@champion").predict(x)
+    assert got.shape == want.shape and np.abs(got - want).max() < 1e-5
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", "models:/style-tiny@champion",
+                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+                            env={**os.environ, "PATH": f"{mlflow_bin.parent}:{os.environ['PATH']}"},
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        body = json.dumps({"inputs": x.tolist()}).encode()
+        deadline, answer = time.time() + 120, None
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    answer = json.loads(r.read())
+                break
+            except OSError:
+                time.sleep(1)
+        assert answer is not None, (tmp_path / "serve.log").read_text()[-2000:]
+        out = np.asarray(answer["predictions"], dtype=np.float32)
+        assert out.shape == want.shape and np.abs(out - want).max() < 1e-4
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,117 @@
+"""Shipped models (models/, perceptual_core.zoo): loading by name with the SHA-256 checked, their output
+on a real photo against the statistic stored at release time, and the one-line refusals of bad input."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from perceptual_core import zoo
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = zoo.entries(ROOT / "models")
+
+
+def test_manifest_lists_shipped_files_with_cards():
+    assert SHIPPED, "models/MANIFEST.json lists no model"
+    for e in SHIPPED:
+        assert e.file.is_file() and e.card is not None and e.card.is_file(), e.name
+        assert e.sha256 in e.card.read_text(), f"{e.card} does not state the file's SHA-256"
+    total = sum(e.file.stat().st_size for e in SHIPPED)
+    assert total <= 40e6, f"shipped weights take {total / 1e6:.1f} MB (budget 40 MB)"
+
+
+@pytest.mark.parametrize("entry", SHIPPED, ids=[e.name for e in SHIPPED])
+def test_shipped_model_loads_by_name_and_matches_its_reference(entry, data_dir):
+    """A broken loader, a wrong file or a mangled cast cannot pass: the output on a real photo is
+    compared with the statistics recorded when the model was released."""
+    from perceptual_core.inference import resize_longer
+    from perceptual_core.io import load_image
+
+    assert zoo.sha256_file(entry.file) == entry.sha256
+    model = zoo.load(entry.name, task=entry.task, folder=ROOT / "models")
+    ref = entry.info["reference"]
+    x = resize_longer(load_image(data_dir / ref["photo"]).to_tensor(), ref["size"])
+    with torch.inference_mode():
+        y = model(x[None])[0].clamp(0, 1)
+    mean = y.mean(dim=(1, 2)).tolist()
+    std = y.std(dim=(1, 2)).tolist()
+    assert mean == pytest.approx(ref["mean"], abs=2e-3), (mean, ref["mean"])
+    assert std == pytest.approx(ref["std"], abs=2e-3), (std, ref["std"])
+
+
+def _cli(*args, env_dir: Path, cwd: Path):
+    import os
+
+    env = {**os.environ, "PERCEPTUAL_MODELS_DIR": str(env_dir)}
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+
+
+def test_fp16_storage_round_trips_and_loads_by_style_name(tiny_zoo, data_dir, tmp_path):
+    m = zoo.load("style-tiny", task="stylize")
+    assert all(p.dtype == torch.float32 for p in m.parameters())
+    photo = data_dir / "styles/content_images/amber.jpg"
+    r = _cli("stylize", str(photo), "--style", "tiny", "--tile", "0", "-o", str(tmp_path / "o.png"),
+             env_dir=tiny_zoo, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "o.png").stat().st_size > 1000
+    r = _cli("models", "--verify", env_dir=tiny_zoo, cwd=ROOT)
+    assert r.returncode == 0 and "style-tiny" in r.stdout and r.stdout.count(" ok") == 2, r.stdout
+
+
+@pytest.mark.parametrize("case", ["unknown_style", "missing_file", "corrupted", "wrong_task", "wrong_scale",
+                                  "not_safetensors"])
+def test_bad_model_inputs_fail_in_one_line(case, tiny_zoo, data_dir, tmp_path):
+    photo = str(data_dir / "styles/content_images/amber.jpg")
+    out = str(tmp_path / "o.png")
+    args = ["stylize", photo, "--style", "tiny", "-o", out]
+    if case == "unknown_style":
+        args, expect = ["stylize", photo, "--style", "no_such_style", "-o", out], "unknown style 'style-no_such_style'"
+    elif case == "missing_file":
+        (tiny_zoo / "style-tiny.safetensors").unlink()
+        expect = "style-tiny.safetensors"
+    elif case == "corrupted":
+        f = tiny_zoo / "style-tiny.safetensors"
+        data = bytearray(f.read_bytes())
+        data[-5] ^= 0xFF  # one flipped byte in the weights
+        f.write_bytes(bytes(data))
+        expect = "does not match the manifest"
+    elif case == "wrong_task":
+        args, expect = ["stylize", photo, "--model", "sr-x4-tiny", "-o", out], "cannot stylize"
+    elif case == "wrong_scale":
+        args, expect = ["upscale", photo, "--model", "sr-x4-tiny", "--scale", "8", "-o", out], "upscales x4"
+    else:  # a pickle where a release file should be, with its hash in the manifest: refused, never unpickled
+        f = tiny_zoo / "style-tiny.safetensors"
+        torch.save({"x": torch.zeros(1)}, f)
+        doc = json.loads((tiny_zoo / "MANIFEST.json").read_text())
+        doc["models"]["style-tiny"]["sha256"] = zoo.sha256_file(f)
+        (tiny_zoo / "MANIFEST.json").write_text(json.dumps(doc))
+        expect = "not a readable safetensors file"
+    r = _cli(*args, env_dir=tiny_zoo, cwd=ROOT)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and expect in lines[0], r.stderr
+    assert not Path(out).exists()
+
+
+def test_modelref_names_files_uris_and_shipped(tiny_zoo, tmp_path):
+    from perceptual_core.checkpoint import read_checkpoint, save_checkpoint
+    from pipelines import modelref
+
+    data = modelref.checkpoint_bytes("style-tiny")
+    assert read_checkpoint("style-tiny", data)["config"]["arch"] == "transform"
+    p = save_checkpoint(tmp_path / "m.pt", zoo.load("sr-x4-tiny"))
+    assert modelref.checkpoint_bytes(str(p)) == p.read_bytes()
+    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+        modelref.checkpoint_bytes(str(tmp_path / "nowhere.pt"))
+    with pytest.raises(ValueError, match="shipped: sr-x4-tiny, style-tiny"):
+        modelref.checkpoint_bytes("no-such-model")
+    shutil.rmtree(tiny_zoo)
+    with pytest.raises(ValueError, match="shipped: none"):
+        modelref.checkpoint_bytes("style-tiny")
