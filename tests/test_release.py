@@ -154,3 +154,44 @@ def test_registered_versions_serve_through_mlflow_pyfunc(store, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_export_writes_file_card_and_manifest_from_a_training_run(store, tmp_path, weights_cache, data_dir):
+    """`release export` on a real (tiny) training run's outputs: the tensor-only file, its SHA-256 in
+    the manifest and the card, the fp16 check, the quality table and the reference statistics."""
+    from perceptual_core import zoo
+    from perceptual_core.checkpoint import save_checkpoint
+    from perceptual_core.networks import build_model
+    from pipelines import config
+
+    wd = tmp_path / "work"
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["release"].update(workdir=str(wd), models_dir=str(tmp_path / "shipped"))
+    params["release"]["quality"].update(size=48, gatys_iters=[2], content=params["release"]["quality"]["content"][:1])
+    params["release"]["reference"]["size"] = 64
+    params["train"]["style"]["styles"]["tiny"] = "styles/style_images/la_muse.jpg"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    config._load.cache_clear()
+    jdir = wd / "train" / "style-tiny"
+    jdir.mkdir(parents=True)
+    (wd / "params.yaml").write_text(yaml.safe_dump(release.release_params()))
+    torch = __import__("torch")
+    torch.manual_seed(0)
+    model = build_model({"arch": "transform", "width": 0.25, "norm": "instance", "padding": "reflect",
+                         "upsample": "nearest"}).eval()
+    save_checkpoint(jdir / "model.pt", model, meta={"run_id": "r1"})
+    (jdir / "metrics.json").write_text(json.dumps({"iterations": 7, "iterations_per_s": 0.5,
+                                                   "loss_start": {"loss_total": 2.0}, "loss_end": {"loss_total": 1.0}}))
+    (jdir / "events.jsonl").write_text(json.dumps({"time": 100.0, "event": "start", "rank": 0}) + "\n" +
+                                       json.dumps({"time": 160.0, "event": "report", "rank": 0}) + "\n")
+    entry = release.export("style-tiny")
+    shipped = tmp_path / "shipped"
+    e = zoo.get("style-tiny", shipped)
+    assert e.sha256 == entry["sha256"] == zoo.sha256_file(e.file) and entry["fp16_psnr_db"] >= 40
+    card = (shipped / "style-tiny.md").read_text()
+    assert e.sha256 in card and "the photo itself" in card and "Gatys 2 iterations" in card and "0.02 h" in card
+    q = entry["quality"]["mean"]
+    assert set(q) == {"photo", "ours", "gatys2"} and q["gatys2"]["total_loss"] <= q["photo"]["total_loss"]
+    assert (shipped / entry["sample"]).is_file() and len(entry["reference"]["mean"]) == 3
+    assert zoo.load("style-tiny", folder=shipped)(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    config._load.cache_clear()
