@@ -202,7 +202,7 @@ def _job_params(p: dict, job: str) -> dict:
     t = p["train"]
     kind, _, name = job.partition("-")
     s = t[kind]
-    keep = {k: v for k, v in s.items() if not isinstance(v, (dict, list))}
+    keep = {k: v for k, v in s.items() if not isinstance(v, (dict, list)) and k != "data"}  # data: a local path
     if kind == "style":
         keep["style_weight"] = (s.get("style_weights") or {}).get(name, s["style_weight"])
         keep["tv_weight"] = (s.get("tv_weights") or {}).get(name, s["tv_weight"])
@@ -228,6 +228,7 @@ def _style_release_info(job: str, model, photos, q: dict, out: Path) -> dict:
     with torch.inference_mode():
         save_image(sample, model(photos[0][1][None])[0].clamp(0, 1))
     return {"style_image": Path(style_path).name, "objective_weights": weights,
+            "provenance": (settings().get("provenance") or {}).get(name.removesuffix("_fast")),
             "quality": {"size": int(q["size"]), "photos": [n for n, _ in photos], "mean": quality, "rows": rows},
             "sample": sample.relative_to(out).as_posix()}
 
@@ -254,7 +255,7 @@ def card(name: str, e: dict) -> str:
     if e["task"] == "stylize":
         lines += [f"Fast style transfer network (Johnson et al. 2016; instance norm, reflection padding, "
                   f"nearest-neighbour upsampling, width {e['config'].get('width', 1.0)}) for the style image "
-                  f"`{e['style_image']}` (provenance: the data folder's `SOURCES.md`, styles/).", ""]
+                  f"`{e['style_image']}`: {e.get('provenance') or 'see the data folder SOURCES.md, styles/'}.", ""]
     lines += ["## Use", "", "```bash",
               f"perceptual {e['task']} photo.jpg --model {name} -o out.png" +
               (f"     # or --style {name.split('-', 1)[1]}" if e["task"] == "stylize" else ""), "```", "",
