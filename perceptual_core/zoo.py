@@ -31,7 +31,8 @@ import torch.nn as nn
 from .networks import build_model
 from .vgg import _sha256_file as sha256_file  # one streaming SHA-256 for weight files
 
-__all__ = ["ZooEntry", "models_dir", "entries", "get", "load", "verify", "save_release", "TASKS"]
+__all__ = ["ZooEntry", "models_dir", "entries", "get", "load", "verify", "save_release", "sha256_file",
+           "state_from_bytes", "checkpoint_bytes", "task_of", "TASKS"]
 
 MANIFEST = "MANIFEST.json"
 FORMAT = "perceptual-zoo-v1"

@@ -112,8 +112,6 @@ def fp16_psnr(model, half_model, photos) -> float:
 
 def export(job: str) -> dict:
     """Write models/JOB.safetensors, its card and manifest entry from the release training run."""
-    import torch
-
     from perceptual_core import zoo
     from perceptual_core.checkpoint import load_model, read_checkpoint
 
@@ -272,7 +270,7 @@ def card(name: str, e: dict) -> str:
               f"legs ({e['iterations'] / max(tr['wall_seconds'] or 1, 1):.3f} it/s on 2 CPU cores, Ray's reports "
               f"and checkpoints included)",
               f"- settings: `{json.dumps(tr['params'], sort_keys=True)}`",
-              f"- loss (first interval -> last): " + ", ".join(
+              "- loss (first interval -> last): " + ", ".join(
                   f"{k[5:]} {tr['loss_start'].get(k, float('nan')):.4g} -> {v:.4g}" for k, v in tr["loss_end"].items()),
               ""]
     if e.get("quality"):
