@@ -32,7 +32,7 @@ from .networks import build_model
 from .vgg import _sha256_file as sha256_file  # one streaming SHA-256 for weight files
 
 __all__ = ["ZooEntry", "models_dir", "entries", "get", "load", "verify", "save_release", "sha256_file",
-           "state_from_bytes", "checkpoint_bytes", "task_of", "TASKS"]
+           "state_from_bytes", "model_from_bytes", "checkpoint_bytes", "task_of", "TASKS"]
 
 MANIFEST = "MANIFEST.json"
 FORMAT = "perceptual-zoo-v1"
@@ -130,13 +130,18 @@ def load(name: str, task: str | None = None, device: str | torch.device = "cpu",
     e = get(name, folder)
     if task and e.task != task:
         raise ValueError(f"model {name!r} is a {e.task} model and cannot {task}")
-    config, state = state_from_bytes(verify(e), str(e.file))
+    return model_from_bytes(verify(e), str(e.file)).to(device)
+
+
+def model_from_bytes(data: bytes, name: str) -> nn.Module:
+    """The network stored in release-file bytes (fp16 weights cast back to fp32), in eval mode."""
+    config, state = state_from_bytes(data, name)
     model = build_model(config)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ValueError(f"{e.file}: weights do not fit the stored config {config}: {err}") from err
-    return model.to(device).eval()
+        raise ValueError(f"{name}: weights do not fit the stored config {config}: {err}") from err
+    return model.eval()
 
 
 def save_release(path: str | Path, model: nn.Module, *, half: bool = True, meta: dict | None = None) -> str:

@@ -393,8 +393,7 @@ def style_quality(model, style_img, weights: dict, photos: list, net, *, iters: 
                 images.append({"photo": pname, "method": v, "file": f.name,
                                **{k: round(x, 6) for k, x in sc.items()}})
     quality = {v: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for v, rs in rows.items()}
-    q = quality
-    q["ours"]["style_ratio"] = q["ours"]["style_loss"] / q["photo"]["style_loss"]  # the bar: <= 1/3
+    quality["ours"]["style_ratio"] = quality["ours"]["style_loss"] / quality["photo"]["style_loss"]  # bar: <= 1/3
     return quality, qrows, images
 
 

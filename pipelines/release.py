@@ -129,7 +129,7 @@ def export(job: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     f = out / f"{job}.safetensors"
     sha = zoo.save_release(f, model, half=bool(r["half"]), meta={"job": job, "iterations": summary["iterations"]})
-    half_model = _load_file(f)
+    half_model = zoo.model_from_bytes(f.read_bytes(), str(f))  # as users will load it
     bound = float(config.section("inference")["tolerance"]["fp16"]["min_psnr"])
     db = fp16_psnr(model, half_model, photos)
     if db < bound:
@@ -183,17 +183,6 @@ def training_seconds(jdir: Path) -> float:
     for start, end in legs:
         total += end - start
     return round(total, 1)
-
-
-def _load_file(f: Path):
-    """The network as stored in the release file (fp16 weights cast back to fp32)."""
-    from perceptual_core import zoo
-    from perceptual_core.networks import build_model
-
-    cfg, state = zoo.state_from_bytes(f.read_bytes(), str(f))
-    m = build_model(cfg)
-    m.load_state_dict(state)
-    return m.eval()
 
 
 def _job_params(p: dict, job: str) -> dict:
