@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" DVC_NO_ANALYTICS=1 $(VENV)/bin/dvc repro
 
+# A test process that dies without a summary lost its Ray head: print the head's error lines too.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest || { rc=$$?; $(PY) -m pipelines.ray_logs tmp/ray; exit $$rc; }
 
 # Local Ray head (dashboard/Jobs API), MLflow server and S3 endpoint on 127.0.0.1 (pipelines/services.py);
 # their addresses go to tmp/services/services.env: `set -a; . tmp/services/services.env; set +a`.

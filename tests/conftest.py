@@ -86,11 +86,17 @@ def ray_address(services_stack):
     with _session_env(**{k: v for k, v in FAKE_AWS.items() if not os.environ.get(k)}):
         env = services_stack.up(["ray"])
     with _session_env(RAY_ADDRESS=env["RAY_ADDRESS"], RAY_TMPDIR=env["RAY_TMPDIR"], RAY_AUTH_MODE="disabled"):
+        import logging
+
+        import ray
+
+        # One driver connection for the whole session: `ray_session` (pipelines/ray_env.py) then joins
+        # it instead of connecting and disconnecting the test process once per CLI call, dozens of
+        # times, which is not how any real process uses Ray.
+        ray.init(address=env["RAY_ADDRESS"], logging_level=logging.WARNING)
         try:
             yield env["RAY_ADDRESS"]
         finally:
-            import ray
-
             if ray.is_initialized():
                 ray.shutdown()
             services_stack.down(["ray"])
