@@ -67,7 +67,7 @@ def gatys(
     with torch.no_grad():
         cfeats = loss_net(c, crit.content_layers)
     if init == "content":
-        x0 = c.clone()
+        x0 = c.clone(memory_format=torch.contiguous_format)  # L-BFGS views each gradient flat
     else:
         g = torch.Generator().manual_seed(seed)
         x0 = torch.rand(c.shape, generator=g).to(c)

@@ -52,6 +52,16 @@ def test_gatys_lbfgs_never_raises_the_loss_of_the_image_it_returns(vgg, pair):
     assert torch.equal(res.snapshots[30], res.image)
 
 
+def test_gatys_takes_a_channels_last_photo(vgg, pair):
+    """An (H,W,3) array permuted to (3,H,W), as numpy/PIL code hands it over, is not contiguous: the
+    image under optimisation must be (L-BFGS views its gradient flat)."""
+    c, s = pair
+    hwc = c.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+    assert not hwc.is_contiguous()
+    res = gatys(hwc, s, vgg, iters=2, style_size=64)
+    assert res.image.shape == c.shape and res.history[-1]["total"] < res.history[0]["total"]
+
+
 def test_gatys_rejects_bad_options(vgg, pair):
     with pytest.raises(ValueError, match="optimizer"):
         gatys(*pair, vgg, iters=1, optimizer="sgd")
