@@ -1,6 +1,6 @@
 """The prepare_style and prepare_sr stages: patch datasets from an image folder, on Ray Data.
 
-    python -m pipelines.prepare style|sr
+    python -m pipelines.prepare style|sr [--no-ray]
 
 Each source image is decoded, checked and cut into patches by one Ray Data task
 (``map_batches``), so the stage is the same for 9 images here and 80k on a cluster. The
@@ -300,13 +300,31 @@ MANIFEST_COLUMNS = ["key", "file", "patch", "split", "shard", "row", "src_w", "s
 REJECTED_COLUMNS = ["file", "kind", "reason", "bytes"]
 
 
-def prepare(kind: str, sec: dict, degradation: dict, *, input_dir: Path, out_dir: Path,
-            metrics_path: Path | None = None) -> dict:
-    """Run one prepare stage; returns the summary written to ``metrics_path``."""
+def _results(items: list[dict], spec: PatchSpec, workers: int, use_ray: bool):
+    """`process_batch` over the items, BATCH_IMAGES at a time, in input order: Ray Data tasks, or
+    this process (`--no-ray`: a GPU box with only torch, pyarrow and PIL; same bytes out)."""
+    if not use_ray:
+        cols = ("file", "path", "split")
+        for i in range(0, len(items), BATCH_IMAGES):
+            chunk = items[i:i + BATCH_IMAGES]
+            yield process_batch(pa.table({c: [it[c] for it in chunk] for c in cols}), spec)
+        return
     import ray
 
     from .ray_env import ray_session
 
+    with ray_session(num_cpus=workers):
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
+        ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / BATCH_IMAGES)))
+        ds = ds.map_batches(process_batch, fn_kwargs={"spec": spec}, batch_size=BATCH_IMAGES,
+                            batch_format="pyarrow", num_cpus=1,
+                            compute=ray.data.TaskPoolStrategy(size=workers))
+        yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
+
+
+def prepare(kind: str, sec: dict, degradation: dict, *, input_dir: Path, out_dir: Path,
+            metrics_path: Path | None = None, use_ray: bool = True) -> dict:
+    """Run one prepare stage; returns the summary written to ``metrics_path``."""
     spec = PatchSpec.from_params(kind, sec, degradation)
     workers, shard_rows = int(sec["workers"]), int(sec["shard_rows"])
     if workers < 1:
@@ -326,21 +344,15 @@ def prepare(kind: str, sec: dict, degradation: dict, *, input_dir: Path, out_dir
         writers = {s: ShardWriter(tmp / "shards", s, spec.shard_schema(), shard_rows) for s in ("train", "val")}
         manifest, rejected, used = [], [], set()
         items = [{"file": f, "path": str(input_dir / f), "split": splits[f]} for f in files]
-        with ray_session(num_cpus=workers):
-            ray.data.DataContext.get_current().execution_options.preserve_order = True
-            ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / BATCH_IMAGES)))
-            ds = ds.map_batches(process_batch, fn_kwargs={"spec": spec}, batch_size=BATCH_IMAGES,
-                                batch_format="pyarrow", num_cpus=1,
-                                compute=ray.data.TaskPoolStrategy(size=workers))
-            for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                for row in table.to_pylist():
-                    if row["reject_kind"] is not None:
-                        rejected.append({"file": row["file"], "kind": row["reject_kind"],
-                                         "reason": row["reason"], "bytes": row["bytes"]})
-                        continue
-                    used.add(row["file"])
-                    shard, idx = writers[row["split"]].add(row)
-                    manifest.append({**{c: row.get(c) for c in MANIFEST_COLUMNS}, "shard": f"shards/{shard}", "row": idx})
+        for table in _results(items, spec, workers, use_ray):
+            for row in table.to_pylist():
+                if row["reject_kind"] is not None:
+                    rejected.append({"file": row["file"], "kind": row["reject_kind"],
+                                     "reason": row["reason"], "bytes": row["bytes"]})
+                    continue
+                used.add(row["file"])
+                shard, idx = writers[row["split"]].add(row)
+                manifest.append({**{c: row.get(c) for c in MANIFEST_COLUMNS}, "shard": f"shards/{shard}", "row": idx})
         for w in writers.values():
             w.close()
         elapsed = time.perf_counter() - t0
@@ -371,7 +383,8 @@ def prepare(kind: str, sec: dict, degradation: dict, *, input_dir: Path, out_dir
         atomic_write(metrics_path, lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
     print(f"prepare_{kind}: {len(used)}/{len(files)} images -> {summary['patches']['train']} train + "
           f"{summary['patches']['val']} val patches, {len(rejected)} rejected; {elapsed:.1f} s "
-          f"({len(files) / elapsed:.2f} images/s, {workers} workers) -> {out_dir}", file=sys.stderr)
+          f"({len(files) / elapsed:.2f} images/s, {f'{workers} workers' if use_ray else 'no Ray'}) -> {out_dir}",
+          file=sys.stderr)
     for r in rejected:
         print(f"  rejected {r['file']}: {r['reason']}", file=sys.stderr)
     return {**summary, "seconds": elapsed}
@@ -384,20 +397,22 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def run_stage(kind: str) -> dict:
+def run_stage(kind: str, use_ray: bool = True) -> dict:
     sec = config.section(f"prepare_{kind}")
     metrics = sec.get("metrics")
     return prepare(kind, sec, config.section("degradation"), input_dir=config.resolve(sec["input"]),
-                   out_dir=config.resolve(sec["out_dir"]), metrics_path=config.resolve(metrics) if metrics else None)
+                   out_dir=config.resolve(sec["out_dir"]), metrics_path=config.resolve(metrics) if metrics else None,
+                   use_ray=use_ray)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines.prepare", description=__doc__.split("\n\n")[0])
     ap.add_argument("kind", choices=["style", "sr"])
+    ap.add_argument("--no-ray", action="store_true", help="in this process, without Ray (same output bytes)")
     a = ap.parse_args(argv)
     from . import run_stage as run_cli
 
-    return run_cli(run_stage, a.kind)
+    return run_cli(run_stage, a.kind, use_ray=not a.no_ray)
 
 
 if __name__ == "__main__":

@@ -197,18 +197,20 @@ def test_zero_usable_images_is_a_clear_error_and_keeps_old_output(tmp_path, data
 
 
 def test_one_and_two_workers_give_identical_bytes(tmp_path, data_dir, ray_address):
-    """Determinism whatever the parallelism; plus both streaming readers see every patch."""
+    """Determinism whatever the parallelism, also without Ray (`--no-ray`, the GPU box's path); plus
+    both streaming readers see every patch."""
     folder = tmp_path / "in"
     folder.mkdir()
     for p in sorted(coco_dir(data_dir).glob("*.jpg"))[:10]:
         shutil.copy(p, folder / p.name)
     outs = []
-    for workers in (1, 2):
-        out = tmp_path / f"w{workers}"
+    for workers, use_ray in ((1, True), (2, True), (1, False)):
+        out = tmp_path / f"w{workers}{'' if use_ray else '-no-ray'}"
         prep.prepare("sr", {**PARAMS["prepare_sr"], "workers": workers, "shard_rows": 7}, PARAMS["degradation"],
-                     input_dir=folder, out_dir=out)
+                     input_dir=folder, out_dir=out, use_ray=use_ray)
         outs.append({p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
-    assert outs[0].keys() == outs[1].keys() and all(outs[0][k] == outs[1][k] for k in outs[0])
+    for other in outs[1:]:
+        assert outs[0].keys() == other.keys() and all(outs[0][k] == other[k] for k in outs[0])
     out = tmp_path / "w2"
     assert len([k for k in outs[0] if k.startswith("shards/train-")]) >= 2  # rolled over at shard_rows
 
