@@ -42,6 +42,7 @@ def job_spec(job: str) -> dict:
     kind, _, name = job.partition("-")
     common = {k: t[k] for k in ("lr", "report_every", "checkpoint_every", "seed", "precision", "channels_last",
                                 "compile")}
+    common["max_seconds"] = t.get("max_seconds")  # a wall-clock budget: stop (with a checkpoint) at a report
     if kind == "style":
         s = t["style"]
         if name not in s["styles"]:
@@ -253,8 +254,9 @@ def train_loop(cfg: dict) -> None:
         os.environ["MLFLOW_TRACKING_URI"] = cfg["tracking_uri"]
 
     data = _batches(spec, w)
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
     n_sum, t0 = 0, time.perf_counter()
+    t_start, budget = t0, spec.get("max_seconds")
     model.train()
     for it in range(start, spec["iterations"]):
         batch = {k: v.to(w.device, non_blocking=True) for k, v in next(data).items()}
@@ -266,18 +268,21 @@ def train_loop(cfg: dict) -> None:
         scaler.scale(losses["total"]).backward()
         scaler.step(opt)
         scaler.update()
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        for k, v in losses.items():  # summed on the device: no host sync per iteration on a GPU
+            sums[k] = sums.get(k, 0.0) + v.detach().float()
         n_sum += 1
         done = it + 1
         if done % spec["report_every"] and done != spec["iterations"]:
             continue
+        # a wall-clock budget (`max_seconds`, e.g. a GPU lease): stop at a report, every rank at the same one
+        out_of_time = bool(budget) and _any_rank(time.perf_counter() - t_start > budget, w)
+        final = done == spec["iterations"] or out_of_time
+        metrics = {f"loss_{k}": float(v) / n_sum for k, v in sums.items()}  # waits for the device
         dt = time.perf_counter() - t0
-        metrics = {f"loss_{k}": v / n_sum for k, v in sums.items()}
         metrics.update(iteration=done, iterations_per_s=n_sum / dt,
                        images_per_s=n_sum * spec["batch_size"] * w.world / dt)
         ckpt_dir = None
-        if done % spec["checkpoint_every"] == 0 or done == spec["iterations"]:
+        if done % spec["checkpoint_every"] == 0 or final:
             ckpt_dir = out_dir / "last"
             if w.rank == 0:
                 _save_state(ckpt_dir, model, opt, done)
@@ -292,6 +297,19 @@ def train_loop(cfg: dict) -> None:
                 tracking.log_metrics(cfg["run_id"], metrics, step=done)
         w.report(metrics, ckpt_dir if w.rank == 0 else None)
         sums, n_sum, t0 = {}, 0, time.perf_counter()
+        if out_of_time:
+            if w.rank == 0:
+                _event(out_dir, event="time_budget", iteration=done, seconds=round(time.perf_counter() - t_start, 1))
+            break
+
+
+def _any_rank(flag: bool, w: _Worker) -> bool:
+    """True on every rank if it is true on any (so all ranks leave the loop at the same iteration)."""
+    if w.world == 1 or not torch.distributed.is_initialized():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=w.device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def _unwrap(model):

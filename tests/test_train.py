@@ -120,6 +120,18 @@ def test_resume_after_driver_stop_plain_pytorch(datasets, tmp_path, tracking_sto
     assert sorted({m.step for m in hist}) == [5, 10, 15, 20]
 
 
+def test_time_budget_stops_at_a_report_with_a_checkpoint(datasets, tmp_path, tracking_store, weights_cache):
+    """`max_seconds` (a GPU lease's budget): the run ends at the next report, checkpointed and registered."""
+    job = "sr-x8-pixel"
+    s = train.run_job(job, use_ray=False, overrides=quick(datasets, tmp_path, job, iterations=10_000,
+                                                          max_seconds=1e-3))
+    events = train.read_events(tmp_path / job)
+    assert s["iterations"] == 5  # report_every 5
+    assert [e["iteration"] for e in events if e["event"] == "time_budget"] == [5]
+    assert [e["iteration"] for e in events if e["event"] == "checkpoint"] == [5]
+    assert torch.load(tmp_path / job / "last" / train.STATE, weights_only=True)["iteration"] == 5
+
+
 def test_unknown_job_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown style job 'style-nope'"):
         train.job_spec("style-nope")
