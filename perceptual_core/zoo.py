@@ -32,7 +32,7 @@ from .networks import build_model
 from .vgg import _sha256_file as sha256_file  # one streaming SHA-256 for weight files
 
 __all__ = ["ZooEntry", "models_dir", "entries", "get", "load", "verify", "save_release", "sha256_file",
-           "state_from_bytes", "model_from_bytes", "checkpoint_bytes", "task_of", "TASKS"]
+           "state_from_bytes", "model_from_bytes", "checkpoint_bytes", "release_to_checkpoint", "task_of", "TASKS"]
 
 MANIFEST = "MANIFEST.json"
 FORMAT = "perceptual-zoo-v1"
@@ -162,13 +162,17 @@ def save_release(path: str | Path, model: nn.Module, *, half: bool = True, meta:
 def checkpoint_bytes(name: str, folder: str | Path | None = None) -> bytes:
     """The shipped model as the bytes of a project checkpoint (`checkpoint.read_checkpoint` format),
     so every consumer of checkpoints (the CLI, batch actors on remote nodes) takes it unchanged."""
+    e = get(name, folder)
+    return release_to_checkpoint(verify(e), str(e.file), {"release": name, "sha256": e.sha256})
+
+
+def release_to_checkpoint(data: bytes, origin: str, meta: dict | None = None) -> bytes:
+    """Release-file bytes (safetensors) as project-checkpoint bytes; ``origin`` names them in errors."""
     import io
 
     from .checkpoint import FORMAT as CKPT_FORMAT
 
-    e = get(name, folder)
-    config, state = state_from_bytes(verify(e), str(e.file))
+    config, state = state_from_bytes(data, origin)
     buf = io.BytesIO()
-    torch.save({"format": CKPT_FORMAT, "config": config, "state_dict": state,
-                "meta": {"release": name, "sha256": e.sha256}}, buf)
+    torch.save({"format": CKPT_FORMAT, "config": config, "state_dict": state, "meta": meta or {}}, buf)
     return buf.getvalue()

@@ -20,8 +20,8 @@ def checkpoint_bytes(ref: str) -> bytes:
 
         return Path(tracking.resolve_model(ref)).read_bytes()
     p = Path(ref)
-    if p.is_file():
-        return p.read_bytes()
+    if p.is_file():  # a release-format file (e.g. from scripts/gpu_train.sh) or a project checkpoint
+        return zoo.release_to_checkpoint(p.read_bytes(), ref) if p.suffix == ".safetensors" else p.read_bytes()
     if p.exists():
         raise ValueError(f"--model {ref}: not a file")
     names = [e.name for e in zoo.entries()]
