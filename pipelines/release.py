@@ -2,6 +2,7 @@
 
     python -m pipelines.release train style-la_muse [--resume]   # the project's own stages, release scale
     python -m pipelines.release export style-la_muse             # -> models/style-la_muse.safetensors + card
+    python -m pipelines.release export style-la_muse --from-gpu DIR   # the same from scripts/gpu_train.sh's output
     python -m pipelines.release register                         # registry: shipped versions @champion
 
 `train` writes `<release.workdir>/params.yaml`: params.yaml with the `release` section laid over it
@@ -69,23 +70,37 @@ def release_params() -> dict:
     return p
 
 
-def train(job: str, resume: bool = False) -> int:
+def _run_steps(steps: list[list[str]]) -> int:
+    """Run project stages with the release params (written to `<workdir>/params.yaml` first)."""
     wd = workdir()
     wd.mkdir(parents=True, exist_ok=True)
     pfile = wd / "params.yaml"
     pfile.write_text(yaml.safe_dump(release_params(), sort_keys=False))
     env = {**os.environ, "PERCEPTUAL_PARAMS": str(pfile), "MLFLOW_TRACKING_URI": f"sqlite:///{wd / 'mlflow.db'}"}
-    kind = "style" if job.startswith("style-") else "sr"
-    steps = []
-    if not (wd / f"metrics/prepare_{kind}.json").is_file():
-        steps += [["-m", "pipelines.acquire"], ["-m", "pipelines.prepare", kind]]
-    steps.append(["-m", "pipelines.train", job] + (["--resume"] if resume else []))
     for cmd in steps:
         print(f"release: {' '.join(cmd[1:])} (PERCEPTUAL_PARAMS={pfile})", file=sys.stderr, flush=True)
         rc = subprocess.call([sys.executable, *cmd], env=env, cwd=config.ROOT)
         if rc:
             return rc
     return 0
+
+
+def train(job: str, resume: bool = False) -> int:
+    kind = "style" if job.startswith("style-") else "sr"
+    steps = []
+    if not (workdir() / f"metrics/prepare_{kind}.json").is_file():
+        steps += [["-m", "pipelines.acquire"], ["-m", "pipelines.prepare", kind]]
+    steps.append(["-m", "pipelines.train", job] + (["--resume"] if resume else []))
+    return _run_steps(steps)
+
+
+def acquired_photos() -> Path:
+    """The release's training photos (`acquire` with the release params, run once)."""
+    folder = workdir() / "data/acquired/images"
+    if not (folder.is_dir() and any(folder.iterdir())):
+        if _run_steps([["-m", "pipelines.acquire"]]):
+            raise ValueError(f"release: acquiring the training photos into {folder} failed (see above)")
+    return folder
 
 
 # ------------------------------------------------------------------------------------- export
@@ -110,25 +125,66 @@ def fp16_psnr(model, half_model, photos) -> float:
     return worst
 
 
-def export(job: str) -> dict:
-    """Write models/JOB.safetensors, its card and manifest entry from the release training run."""
-    from perceptual_core import zoo
+def _cpu_trained(job: str) -> tuple:
+    """(fp32 model, training record) of the release training run (`train`)."""
     from perceptual_core.checkpoint import load_model, read_checkpoint
 
-    r = settings()
-    out = config.resolve(r["models_dir"])
     jdir = workdir() / "train" / job
     ckpt = jdir / "model.pt"
     model = load_model(ckpt)
     meta = read_checkpoint(ckpt)["meta"]
     summary = json.loads((jdir / "metrics.json").read_text())
-    summary["wall_seconds"] = training_seconds(jdir)
     p = config.read_params(workdir() / "params.yaml")  # what the model was trained with
+    return model, {"command": f"python -m pipelines.release train {job}", "data": settings()["data"],
+                   "iterations": summary["iterations"], "wall_seconds": training_seconds(jdir),
+                   "iterations_per_s": summary.get("iterations_per_s"), "loss_start": summary.get("loss_start"),
+                   "loss_end": summary.get("loss_end"), "mlflow_run_id": meta.get("run_id"),
+                   "params": _job_params(p, job)}
+
+
+def _gpu_trained(job: str, folder: Path) -> tuple:
+    """(fp32 model, training record) from a `scripts/gpu_train.sh run` output folder."""
+    from perceptual_core import zoo
+
+    from .train import read_events
+
+    f, rec = folder / f"{job}.safetensors", folder / "gpu_train.json"
+    for x in (f, rec):
+        if not x.is_file():
+            raise FileNotFoundError(f"--from-gpu {folder}: no {x.name} (the output folder of scripts/gpu_train.sh run)")
+    g = json.loads(rec.read_text())
+    if g.get("job") != job:
+        raise ValueError(f"{rec}: trained {g.get('job')!r}, not {job!r}")
+    if g["model"]["sha256"] != zoo.sha256_file(f):
+        raise ValueError(f"{f}: SHA-256 differs from {rec}'s record")
+    model = zoo.model_from_bytes(f.read_bytes(), str(f))
+    reports = [e for e in read_events(folder) if e.get("event") == "report"] if (folder / "events.jsonl").is_file() \
+        else []
+    params = _job_params(release_params(), job)
+    params.update({k: g["spec"][k] for k in ("crop", "batch_size", "precision", "channels_last", "lr")}, workers=1)
+    name = job.split("-", 1)[1]
+    return model, {"command": f"scripts/gpu_train.sh pack {name}; scripts/gpu_train.sh run {name}",
+                   "device": g["device"], "torch": g["torch"], "data": settings()["data"],
+                   "iterations": g["iterations"], "wall_seconds": g["train_seconds"],
+                   "iterations_per_s": g["iterations_per_s"],
+                   "loss_start": {k: v for k, v in (reports[0] if reports else {}).items() if k.startswith("loss_")},
+                   "loss_end": g["last"], "mlflow_run_id": None, "params": params}
+
+
+def export(job: str, from_gpu: Path | None = None) -> dict:
+    """Write models/JOB.safetensors, its card and manifest entry from the release training run, or
+    from a `scripts/gpu_train.sh run` output folder (``from_gpu``; the GPU model replaces the CPU one)."""
+    from perceptual_core import zoo
+
+    r = settings()
+    out = config.resolve(r["models_dir"])
+    model, training = _gpu_trained(job, from_gpu) if from_gpu else _cpu_trained(job)
+    iterations = training.pop("iterations")
     q = r["quality"]
     photos = _photos(q["content"], int(q["size"]))
     out.mkdir(parents=True, exist_ok=True)
     f = out / f"{job}.safetensors"
-    sha = zoo.save_release(f, model, half=bool(r["half"]), meta={"job": job, "iterations": summary["iterations"]})
+    sha = zoo.save_release(f, model, half=bool(r["half"]), meta={"job": job, "iterations": iterations})
     half_model = zoo.model_from_bytes(f.read_bytes(), str(f))  # as users will load it
     bound = float(config.section("inference")["tolerance"]["fp16"]["min_psnr"])
     db = fp16_psnr(model, half_model, photos)
@@ -138,13 +194,7 @@ def export(job: str) -> dict:
                          f"release.half: false")
     entry = {"file": f.name, "sha256": sha, "task": zoo.task_of(model.config), "card": f"{job}.md",
              "bytes": f.stat().st_size, "storage": "fp16" if r["half"] else "fp32", "fp16_psnr_db": round(db, 2),
-             "config": dict(model.config), "iterations": summary["iterations"],
-             "training": {"command": f"python -m pipelines.release train {job}",
-                          "data": r["data"], "wall_seconds": summary.get("wall_seconds"),
-                          "iterations_per_s": summary.get("iterations_per_s"),
-                          "loss_start": summary.get("loss_start"), "loss_end": summary.get("loss_end"),
-                          "mlflow_run_id": meta.get("run_id"),
-                          "params": _job_params(p, job)},
+             "config": dict(model.config), "iterations": iterations, "training": training,
              "released": datetime.now(timezone.utc).date().isoformat()}
     entry["reference"] = reference_stats(half_model, r["reference"])
     if entry["task"] == "stylize":
@@ -252,12 +302,14 @@ def card(name: str, e: dict) -> str:
               f"- fp16 storage vs the fp32 checkpoint: {e['fp16_psnr_db']} dB PSNR of the output on the quality photos "
               f"(bound 40 dB)", "",
               "## Training (measured)", "",
-              f"- command: `{tr['command']}` (Ray Train, {tr['params'].get('workers')} CPU workers, tracked in MLflow "
-              f"run `{tr['mlflow_run_id']}`)",
+              (f"- command: `{tr['command']}` (plain PyTorch on one {tr['device']}, torch {tr['torch']}, no Ray; "
+               f"this GPU-trained model replaces the CPU-trained one)" if tr.get("device") else
+               f"- command: `{tr['command']}` (Ray Train, {tr['params'].get('workers')} CPU workers, tracked in "
+               f"MLflow run `{tr['mlflow_run_id']}`)"),
               f"- data: {', '.join(tr['data'])} (never a benchmark image)",
               f"- iterations: {e['iterations']:,}; training wall time {(tr['wall_seconds'] or 0) / 3600:.2f} h over all "
-              f"legs ({e['iterations'] / max(tr['wall_seconds'] or 1, 1):.3f} it/s on 2 CPU cores, Ray's reports "
-              f"and checkpoints included)",
+              f"legs ({e['iterations'] / max(tr['wall_seconds'] or 1, 1):.3f} it/s on "
+              f"{tr.get('device') or '2 CPU cores'}, reports and checkpoints included)",
               f"- settings: `{json.dumps(tr['params'], sort_keys=True)}`",
               "- loss (first interval -> last): " + ", ".join(
                   f"{k[5:]} {tr['loss_start'].get(k, float('nan')):.4g} -> {v:.4g}" for k, v in tr["loss_end"].items()),
@@ -327,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--resume", action="store_true")
     e = sub.add_parser("export", help="write models/JOB.safetensors, its card and manifest entry")
     e.add_argument("job")
+    e.add_argument("--from-gpu", default=None, metavar="DIR",
+                   help="the output folder of `scripts/gpu_train.sh run` (replaces the CPU-trained model)")
     sub.add_parser("register", help="register the shipped models as champion (idempotent)")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -335,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import run_stage
 
     if a.cmd == "export":
-        return run_stage(export, a.job)
+        return run_stage(export, a.job, Path(a.from_gpu) if a.from_gpu else None)
     rc = run_stage(register)
     print(f"release: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return rc

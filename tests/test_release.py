@@ -156,12 +156,8 @@ def test_registered_versions_serve_through_mlflow_pyfunc(store, tmp_path):
             proc.wait()
 
 
-def test_export_writes_file_card_and_manifest_from_a_training_run(store, tmp_path, weights_cache, data_dir):
-    """`release export` on a real (tiny) training run's outputs: the tensor-only file, its SHA-256 in
-    the manifest and the card, the fp16 check, the quality table and the reference statistics."""
-    from perceptual_core import zoo
-    from perceptual_core.checkpoint import save_checkpoint
-    from perceptual_core.networks import build_model
+def _small_export_params(tmp_path: Path) -> Path:
+    """The store's params with a small quality check (48 px, one photo, Gatys 2) and a `tiny` style."""
     from pipelines import config
 
     wd = tmp_path / "work"
@@ -172,13 +168,63 @@ def test_export_writes_file_card_and_manifest_from_a_training_run(store, tmp_pat
     params["train"]["style"]["styles"]["tiny"] = "styles/style_images/la_muse.jpg"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     config._load.cache_clear()
+    return wd
+
+
+def _tiny_style_net():
+    import torch
+
+    from perceptual_core.networks import build_model
+
+    torch.manual_seed(0)
+    return build_model({"arch": "transform", "width": 0.25, "norm": "instance", "padding": "reflect",
+                        "upsample": "nearest"}).eval()
+
+
+def test_export_from_a_gpu_run_replaces_the_model_and_says_so(store, tmp_path, weights_cache, data_dir):
+    """`release export JOB --from-gpu DIR` ships the output folder of `scripts/gpu_train.sh run`."""
+    from perceptual_core import zoo
+    from pipelines import config
+
+    _small_export_params(tmp_path)
+    gdir = tmp_path / "gpu_out"
+    gdir.mkdir()
+    model = _tiny_style_net()
+    sha = zoo.save_release(gdir / "style-tiny.safetensors", model, half=False)
+    rec = {"job": "style-tiny", "device": "NVIDIA H200", "torch": "2.11.0", "iterations": 9000, "train_seconds": 470.0,
+           "iterations_per_s": 19.5, "last": {"loss_total": 1.0, "loss_style": 0.5},
+           "spec": {"crop": 256, "batch_size": 4, "precision": "bf16", "channels_last": True, "lr": 1e-3},
+           "model": {"file": "style-tiny.safetensors", "sha256": sha}}
+    (gdir / "gpu_train.json").write_text(json.dumps(rec))
+    (gdir / "events.jsonl").write_text(json.dumps({"time": 1.0, "event": "report", "loss_total": 3.0}) + "\n")
+    entry = release.export("style-tiny", from_gpu=gdir)
+    card = (tmp_path / "shipped" / "style-tiny.md").read_text()
+    assert entry["iterations"] == 9000 and entry["training"]["device"] == "NVIDIA H200"
+    assert "NVIDIA H200" in card and "replaces the CPU-trained one" in card and "total 3 -> 1" in card
+    assert entry["training"]["params"]["crop"] == 256 and entry["training"]["params"]["precision"] == "bf16"
+    assert zoo.get("style-tiny", tmp_path / "shipped").sha256 == entry["sha256"]
+    rec["job"] = "style-other"
+    (gdir / "gpu_train.json").write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match="trained 'style-other', not 'style-tiny'"):
+        release.export("style-tiny", from_gpu=gdir)
+    with pytest.raises(FileNotFoundError, match="output folder of scripts/gpu_train.sh run"):
+        release.export("style-tiny", from_gpu=tmp_path)
+    config._load.cache_clear()
+
+
+def test_export_writes_file_card_and_manifest_from_a_training_run(store, tmp_path, weights_cache, data_dir):
+    """`release export` on a real (tiny) training run's outputs: the tensor-only file, its SHA-256 in
+    the manifest and the card, the fp16 check, the quality table and the reference statistics."""
+    from perceptual_core import zoo
+    from perceptual_core.checkpoint import save_checkpoint
+    from pipelines import config
+
+    wd = _small_export_params(tmp_path)
     jdir = wd / "train" / "style-tiny"
     jdir.mkdir(parents=True)
     (wd / "params.yaml").write_text(yaml.safe_dump(release.release_params()))
     torch = __import__("torch")
-    torch.manual_seed(0)
-    model = build_model({"arch": "transform", "width": 0.25, "norm": "instance", "padding": "reflect",
-                         "upsample": "nearest"}).eval()
+    model = _tiny_style_net()
     save_checkpoint(jdir / "model.pt", model, meta={"run_id": "r1"})
     (jdir / "metrics.json").write_text(json.dumps({"iterations": 7, "iterations_per_s": 0.5,
                                                    "loss_start": {"loss_total": 2.0}, "loss_end": {"loss_total": 1.0}}))
