@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-import yaml
 
 from perceptual_core.checkpoint import save_checkpoint
 from perceptual_core.io import load_image, save_image
