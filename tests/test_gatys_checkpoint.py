@@ -91,3 +91,43 @@ def test_checkpoint_refuses_foreign_files(tmp_path):
         load_model(g)
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "none.pt")
+
+
+class _Payload:
+    """Unpickling this runs code: it writes a marker file (what an attacker's checkpoint would do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+def test_a_malicious_pickle_checkpoint_never_runs(tmp_path, capsys):
+    """A checkpoint that would run a command on load: refused by every loader, the command never runs
+    (fails if checkpoint.py or the training resume ever load with weights_only=False)."""
+    from perceptual_core.networks import build_model
+    from pipelines import cli, train
+
+    marker = tmp_path / "ran.txt"
+    model = build_model({"arch": "transform", "width": 0.25})
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "perceptual-checkpoint-v1", "config": dict(model.config),
+                "state_dict": model.state_dict(), "meta": {"x": _Payload(marker)}}, evil)
+    with pytest.raises(ValueError, match="evil.pt"):
+        load_model(evil)
+    photo = tmp_path / "p.png"
+    from perceptual_core.io import save_image
+
+    save_image(photo, torch.rand(3, 16, 16))
+    assert cli.main(["stylize", str(photo), "--model", str(evil), "-o", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any("evil.pt" in line for line in err) and not (tmp_path / "o.png").exists()
+    # a training checkpoint (`--resume`) of the same kind
+    (tmp_path / "job" / "last").mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "optimizer": {}, "iteration": _Payload(marker)},
+               tmp_path / "job" / "last" / train.STATE)
+    w = train._Worker(use_ray=False)
+    with pytest.raises(Exception, match="(?i)weights.only|unsupported|global"):
+        w.restored_state(tmp_path / "job", resume=True)
+    assert not marker.exists()
