@@ -40,7 +40,7 @@ from pathlib import Path
 
 import yaml
 
-from . import config
+from . import config, owned
 
 BUNDLE = "BUNDLE.json"
 VGG_FILE = "vgg16_loss_fp16.safetensors"
@@ -102,9 +102,11 @@ def pack(job: str, out: Path, photos: Path | None = None) -> dict:
     if not photos.is_dir() or not any(photos.iterdir()):
         raise FileNotFoundError(f"gpu bundle: no training photos in {photos}")
 
+    owned.check_deletable(out, "gpu_bundle pack", "--out", signature=BUNDLE)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
+        owned.claim(tmp, "gpu_bundle pack")
         shutil.copytree(photos, tmp / "data/acquired/images")
         style_rel = Path(styles[name])
         style_src = style_rel if style_rel.is_absolute() else config.data_dir() / style_rel
@@ -144,7 +146,7 @@ def pack(job: str, out: Path, photos: Path | None = None) -> dict:
                "photos": sum(1 for f in files if f.startswith("data/acquired/images/")),
                "bytes": size, "files": files, "train": {**g}}
         (tmp / BUNDLE).write_text(json.dumps(doc, indent=1) + "\n")
-        shutil.rmtree(out, ignore_errors=True)
+        owned.remove(out, "gpu_bundle pack", "--out", signature=BUNDLE)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import config
+from . import config, owned
 
 ROW_GROUP = 32  # patches per Parquet row group: the unit a streaming reader loads
 BATCH_IMAGES = 4  # source images per Ray Data task call
@@ -335,10 +335,13 @@ def prepare(kind: str, sec: dict, degradation: dict, *, input_dir: Path, out_dir
     if not files:
         raise ValueError(f"{input_dir}: no files to prepare (run the acquire stage, or check prepare_{kind}.input)")
     splits = assign_splits(files, float(sec["val_fraction"]), spec.seed)
+    stage = f"prepare_{kind}"
+    owned.check_deletable(out_dir, stage, f"{stage}.out_dir", signature="manifest.csv")  # before any work
 
     tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "shards").mkdir(parents=True)
+    owned.claim(tmp, stage)
     t0 = time.perf_counter()
     try:
         writers = {s: ShardWriter(tmp / "shards", s, spec.shard_schema(), shard_rows) for s in ("train", "val")}
@@ -362,7 +365,7 @@ def prepare(kind: str, sec: dict, degradation: dict, *, input_dir: Path, out_dir
                              f"{' ...' if len(rejected) > 5 else ''})")
         _write_csv(tmp / "manifest.csv", MANIFEST_COLUMNS, manifest)
         _write_csv(tmp / "rejected.csv", REJECTED_COLUMNS, rejected)
-        shutil.rmtree(out_dir, ignore_errors=True)
+        owned.remove(out_dir, stage, f"{stage}.out_dir", signature="manifest.csv")
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, out_dir)
     except BaseException:

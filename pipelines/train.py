@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import config
+from . import config, owned
 
 STATE = "state.pt"
 EVENTS = "events.jsonl"
@@ -376,9 +376,9 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
 
     spec = {**job_spec(job), **(overrides or {})}
     out_dir = Path(spec["out_dir"])
-    if not resume:
-        shutil.rmtree(out_dir, ignore_errors=True)  # a fresh run; --resume keeps last/ and the events
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:  # a fresh run; --resume keeps last/ and the events
+        owned.remove(out_dir, f"train {job}", "train.out_dir/JOB", signature=EVENTS)
+    owned.claim(out_dir, f"train {job}")
     t = config.section("train")
     needs_vgg = spec["kind"] == "style" or spec.get("loss") == "feat"
     vgg = load_vgg16_weights(config.vgg_weights_arg(), allow_download=config.section("loss_network")["allow_download"]) \
