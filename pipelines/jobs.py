@@ -38,8 +38,29 @@ def client(addr: str | None = None):
         raise ValueError(f"--address {a}: no Ray dashboard / Jobs API answering there ({e})") from None
 
 
+def without_credentials(key: str, value: str) -> str:
+    """``value`` with any ``user:password@`` of a URI removed: a job's environment shows in the Ray
+    dashboard and its logs, so passwords never travel in it (the cluster gets its own, e.g.
+    MLFLOW_TRACKING_USERNAME/PASSWORD from a Kubernetes Secret)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(value)
+        user = parts.username or parts.password
+        host, port = parts.hostname, parts.port
+    except ValueError:  # not a URI (or a malformed one): nothing to strip by URI rules
+        return value
+    if not (parts.scheme and parts.netloc and user):
+        return value
+    host = f"[{host}]" if host and ":" in host else (host or "")
+    print(f"jobs: {key}: the credentials in its URI are not sent with the job; give the cluster its own",
+          file=sys.stderr)
+    return urlunsplit(parts._replace(netloc=host + (f":{port}" if port else "")))
+
+
 def job_env(pairs: list[str]) -> dict[str, str]:
-    """The job's environment: forwarded settings that are set here, then --env KEY=VALUE / KEY."""
+    """The job's environment: forwarded settings that are set here, then --env KEY=VALUE / KEY; URIs
+    lose any credentials (`without_credentials`)."""
     env = {k: os.environ[k] for k in FORWARDED if os.environ.get(k)}
     uri = env.get("MLFLOW_TRACKING_URI", "")
     if uri and not uri.startswith(("http://", "https://", "databricks")):
@@ -56,7 +77,7 @@ def job_env(pairs: list[str]) -> dict[str, str]:
                 raise ValueError(f"--env {key}: not set in this environment")
             value = os.environ[key]
         env[key] = value
-    return env
+    return {k: without_credentials(k, v) for k, v in env.items()}
 
 
 def submit(args: list[str], *, addr: str | None = None, env: list[str] = (), working_dir: str | None = None,

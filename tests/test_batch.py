@@ -378,3 +378,18 @@ def test_submit_through_jobs_api(ray_dashboard_url, lr_folder, sr_ckpt, tmp_path
     assert f"{len(_files(out))} done, 0 skipped" in logs
     with pytest.raises(ValueError, match="credentials"):
         jobs.submit(["upscale"], addr=ray_dashboard_url, env=["AWS_SECRET_ACCESS_KEY=x"])
+
+
+def test_job_environment_carries_no_uri_credentials(monkeypatch, capsys):
+    """A password in MLFLOW_TRACKING_URI (or any URI sent with --env) would show in the Ray dashboard
+    and the job logs: it is removed, and the note that says so does not repeat it."""
+    from pipelines import jobs
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://alice:s3cret@mlflow.example:5000/path?x=1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    env = jobs.job_env(["DB=postgresql://bob:hunter2@[::1]:5432/db", "PLAIN=not a uri: a:b@c"])
+    assert env["MLFLOW_TRACKING_URI"] == "https://mlflow.example:5000/path?x=1"
+    assert env["DB"] == "postgresql://[::1]:5432/db" and env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    assert env["PLAIN"] == "not a uri: a:b@c"
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and "hunter2" not in err and "MLFLOW_TRACKING_URI" in err and "DB:" in err
