@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
-from . import config, storage
+from . import config, output_lock, storage
 
 __all__ = ["BatchSpec", "Summary", "main", "output_key", "plan", "run_batch", "safe_key"]
 
@@ -608,6 +608,13 @@ def run_batch(spec: BatchSpec, *, engine: str = "ray", progress: bool = True) ->
     spec.check()
     ckpt = _checkpoint_bytes(spec)
     items, refused = plan(spec)
+    fs, root = filesystem(spec.output, spec.endpoint)
+    with output_lock.hold(fs, root, f"{spec.kind} --model {spec.model} --input {spec.input}", spec.output):
+        return _run_locked(spec, ckpt, items, refused, engine, progress)
+
+
+def _run_locked(spec: BatchSpec, ckpt: bytes, items: list[dict], refused: list, engine: str, progress: bool):
+    """The job itself, with the output's lock held (`pipelines/output_lock.py`)."""
     present, old_shards = _prepare_output(spec)
     done = set() if spec.overwrite else present
     summary = Summary(failures=list(refused), failed=len(refused))

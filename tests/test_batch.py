@@ -393,3 +393,60 @@ def test_job_environment_carries_no_uri_credentials(monkeypatch, capsys):
     assert env["PLAIN"] == "not a uri: a:b@c"
     err = capsys.readouterr().err
     assert "s3cret" not in err and "hunter2" not in err and "MLFLOW_TRACKING_URI" in err and "DB:" in err
+
+
+# ------------------------------------------------------------------------------ one job per output
+
+def test_a_second_job_on_the_same_output_stops_and_destroys_nothing(lr_folder, sr_ckpt, tmp_path, capsys):
+    """While a job holds an output, a second one exits 2 naming the holder, before touching the folder
+    (the first job's temp files stay); a holder that died (SIGKILL) leaves no stale lock."""
+    from pipelines import output_lock
+
+    src, good, _ = lr_folder
+    out = tmp_path / "out"
+    out.mkdir()
+    partial = out / ".a.png.0123abcd.partial"  # the first job's file in flight
+    partial.write_bytes(b"half")
+    args = ["batch", "upscale", "--model", str(sr_ckpt), "--input", str(src / "sub"), "--output", str(out),
+            "--no-ray"]
+    fs, root = batch.filesystem(str(out))
+    with output_lock.hold(fs, root, "upscale (the first job)"):
+        assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any(f"in use by another batch job (pid {os.getpid()}" in line and "the first job" in line for line in err)
+    assert partial.read_bytes() == b"half" and not (out / batch.SUMMARY).exists()
+    # a holder in another process, killed: the kernel drops its lock
+    code = ("import sys, time; from pipelines import batch, output_lock; fs, root = batch.filesystem(sys.argv[1]);"
+            "cm = output_lock.hold(fs, root, 'doomed'); cm.__enter__(); print('held', flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout.readline().strip() == "held"
+    assert cli.main(args) == 2
+    proc.kill()
+    proc.wait()
+    assert cli.main(args) in (0, 1)
+    assert _files(out) == {batch.output_key(k[4:], "png") for k in good if k.startswith("sub/")}
+    assert not (out / output_lock.LOCK).exists() and not partial.exists()
+
+
+def test_s3_output_lease(bucket, sr_ckpt, lr_folder, monkeypatch, capsys):
+    """On a bucket the lock is a lease object: a live one stops a second job, a stale one is taken over."""
+    import time as _time
+
+    from pipelines import output_lock
+
+    url, s3, _, _ = bucket
+    for k, v in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_REGION", "us-east-1")):
+        monkeypatch.setenv(k, v)
+    src, good, _ = lr_folder
+    key = f"lease/{output_lock.LOCK}"
+    args = ["batch", "upscale", "--model", str(sr_ckpt), "--input", str(src / "sub"), "--output", "s3://batch/lease/",
+            "--endpoint", url, "--no-ray"]
+    live = {"pid": 1, "host": "elsewhere", "started": _time.time(), "renewed": _time.time(), "job": "other"}
+    s3.put_object(Bucket="batch", Key=key, Body=json.dumps(live).encode())
+    assert cli.main(args) == 2
+    assert "pid 1 on elsewhere" in capsys.readouterr().err
+    stale = {**live, "renewed": _time.time() - output_lock.STALE_S - 1}
+    s3.put_object(Bucket="batch", Key=key, Body=json.dumps(stale).encode())
+    assert cli.main(args) in (0, 1)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="batch", Prefix="lease/")["Contents"]}
+    assert key not in keys and f"lease/{batch.SUMMARY}" in keys
