@@ -25,6 +25,7 @@ truncated, empty, non-image and oversized inputs do not stop the job: each becom
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -588,6 +589,15 @@ def _prepare_output(spec: BatchSpec) -> tuple[set[str], list[str]]:
 
 
 def _finish(spec: BatchSpec, summary: Summary) -> None:
+    """Write _failures.csv and _summary.json; a failing write is a one-line error (outputs stay)."""
+    try:
+        _write_reports(spec, summary)
+    except OSError as e:
+        raise ValueError(f"--output {spec.output}: {summary.done} outputs written, but the job's report could "
+                         f"not be: {storage.describe_error(e)}") from None
+
+
+def _write_reports(spec: BatchSpec, summary: Summary) -> None:
     fs, root = filesystem(spec.output, spec.endpoint)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -609,7 +619,12 @@ def run_batch(spec: BatchSpec, *, engine: str = "ray", progress: bool = True) ->
     ckpt = _checkpoint_bytes(spec)
     items, refused = plan(spec)
     fs, root = filesystem(spec.output, spec.endpoint)
-    with output_lock.hold(fs, root, f"{spec.kind} --model {spec.model} --input {spec.input}", spec.output):
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(output_lock.hold(fs, root, f"{spec.kind} --model {spec.model} --input {spec.input}",
+                                                spec.output))
+        except OSError as e:  # the output cannot even be written: say why in one line
+            raise ValueError(f"--output {spec.output}: {storage.describe_error(e)}") from None
         return _run_locked(spec, ckpt, items, refused, engine, progress)
 
 

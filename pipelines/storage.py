@@ -44,12 +44,41 @@ def open_uri(uri: str, endpoint: str | None = None):
                 raise ValueError("query options cannot be combined with an S3 endpoint; drop the ?... part")
             region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
             # endpoint_override accepts "http://host:port"; the scheme in it picks http vs https.
-            fs = pafs.S3FileSystem(endpoint_override=ep, region=region)
+            fs = pafs.S3FileSystem(endpoint_override=ep, region=region, retry_strategy=_retries())
             return fs, f"{parts.netloc}{parts.path}".rstrip("/")
         fs, path = pafs.FileSystem.from_uri(uri)
+        if isinstance(fs, pafs.S3FileSystem) and not parts.query:  # the same bucket, with retries
+            fs = pafs.S3FileSystem(region=fs.region, retry_strategy=_retries())
     except ValueError as e:  # pyarrow.lib.ArrowInvalid is a ValueError
         raise ValueError(f"{uri}: cannot open this URI ({e})") from e
     return fs, path.rstrip("/") or path
+
+
+S3_ATTEMPTS = 6  # per request: AWS's standard retry strategy (exponential backoff with jitter, throttling aware)
+
+
+def _retries():
+    import pyarrow.fs as pafs
+
+    return pafs.AwsStandardS3RetryStrategy(max_attempts=S3_ATTEMPTS)
+
+
+_S3_ERRORS = (("NO_SUCH_BUCKET", "the bucket does not exist"),
+              ("ACCESS_DENIED", "access denied (check the credentials and the bucket's policy)"),
+              ("AccessDenied", "access denied (check the credentials and the bucket's policy)"),
+              ("INVALID_ACCESS_KEY_ID", "the access key is not known to this endpoint"),
+              ("SIGNATURE_DOES_NOT_MATCH", "the secret key does not match the access key"),
+              ("NETWORK_CONNECTION", "cannot reach the endpoint"), ("Couldn't connect", "cannot reach the endpoint"))
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for a storage error: what it means for the common S3 cases, else its first line
+    (pyarrow's S3 messages carry request ids and multi-line detail)."""
+    msg = str(e)
+    for code, meaning in _S3_ERRORS:
+        if code in msg:
+            return meaning
+    return msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
 
 
 def is_hidden(rel: str) -> bool:

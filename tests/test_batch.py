@@ -450,3 +450,34 @@ def test_s3_output_lease(bucket, sr_ckpt, lr_folder, monkeypatch, capsys):
     assert cli.main(args) in (0, 1)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="batch", Prefix="lease/")["Contents"]}
     assert key not in keys and f"lease/{batch.SUMMARY}" in keys
+
+
+def test_s3_missing_bucket_and_unreachable_endpoint_are_one_line_errors(bucket, sr_ckpt, lr_folder, monkeypatch,
+                                                                        capsys):
+    import socket
+
+    url, _, _, _ = bucket
+    for k, v in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_REGION", "us-east-1")):
+        monkeypatch.setenv(k, v)
+    src, _, _ = lr_folder
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    for endpoint, says in ((url, "the bucket does not exist"), (dead, "cannot reach the endpoint")):
+        rc = cli.main(["batch", "upscale", "--model", str(sr_ckpt), "--input", str(src / "sub"),
+                       "--output", "s3://no-such-bucket/out/", "--endpoint", endpoint, "--no-ray"])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert rc == 2 and err == [f"error: --output s3://no-such-bucket/out/: {says}"], err
+
+
+def test_a_failing_report_write_is_an_error_and_keeps_the_outputs(lr_folder, sr_ckpt, tmp_path, capsys):
+    src, good, _ = lr_folder
+    out = tmp_path / "out"
+    (out / batch.SUMMARY).mkdir(parents=True)  # the summary's name is taken: its write fails
+    rc = cli.main(["batch", "upscale", "--model", str(sr_ckpt), "--input", str(src / "sub"), "--output", str(out),
+                   "--no-ray"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    n = sum(1 for k in good if k.startswith("sub/"))
+    assert rc == 2 and len(err) == 1 and f"{n} outputs written, but the job's report could not be" in err[0]
+    assert _files(out) == {batch.output_key(k[4:], "png") for k in good if k.startswith("sub/")}
+    assert not list(out.glob(".*.partial"))
