@@ -44,7 +44,19 @@ from fractions import Fraction
 import torch
 from torch import nn
 
-__all__ = ["tiled_forward", "model_alignment", "model_scale", "OVERLAP_ACCURACY"]
+__all__ = ["tiled_forward", "model_alignment", "model_scale", "check_tile", "MIN_TILE", "OVERLAP_ACCURACY"]
+
+#: The smallest tile core (pixels): below it the alignment rounding leaves no core. Callers that take
+#: a tile size from users check it with `check_tile` (0 or None there means "never tile").
+MIN_TILE = 16
+
+
+def check_tile(tile, name: str = "--tile") -> None:
+    """ValueError naming ``name`` unless ``tile`` is 0/None (never tile) or an int >= MIN_TILE."""
+    if tile is None or (isinstance(tile, int) and not isinstance(tile, bool) and (tile == 0 or tile >= MIN_TILE)):
+        return
+    raise ValueError(f"{name} must be 0 (never tile) or >= {MIN_TILE}, got {tile!r}")
+
 
 #: Measured PSNR (dB) of tiled vs untiled output by overlap, tile 96, on the setup of the module
 #: doc (tests/test_tiling.py): 48 px of context is the default.
@@ -285,8 +297,8 @@ def tiled_forward(model: nn.Module, x: torch.Tensor, *, tile: int = 512, overlap
     H, W = x.shape[-2:]
     if H < 1 or W < 1:
         raise ValueError(f"x must have H, W >= 1, got {H}x{W}")
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 16:
-        raise ValueError(f"tile must be an int >= 16, got {tile!r}")
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < MIN_TILE:
+        raise ValueError(f"tile must be an int >= {MIN_TILE}, got {tile!r}")
     if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
         raise ValueError(f"overlap must be an int >= 0, got {overlap!r}")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):

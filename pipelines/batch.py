@@ -29,6 +29,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 import re
 import secrets
 import sys
@@ -80,6 +81,7 @@ class BatchSpec:
     precision: str = "auto"
     engine_verify: bool = True
     engine_tolerance: dict | None = None
+    engine_cache: str | None = None  # inference.onnx_cache, absolute (a worker that cannot write it exports)
 
     @classmethod
     def from_params(cls, **kw) -> BatchSpec:
@@ -87,7 +89,8 @@ class BatchSpec:
         sec["fmt"] = sec.pop("format", "png")
         inf = config.section("inference")
         sec.update(model_engine=inf["engine"], precision=inf["precision"], engine_verify=inf["verify"],
-                   engine_tolerance=inf["tolerance"])
+                   engine_tolerance=inf["tolerance"],
+                   engine_cache=str(config.resolve(inf["onnx_cache"])) if inf.get("onnx_cache") else None)
         sec.update({k: v for k, v in kw.items() if v is not None})
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in sec.items() if k in known})
@@ -97,9 +100,12 @@ class BatchSpec:
             raise ValueError(f"kind must be stylize or upscale, got {self.kind!r}")
         if self.fmt != "same" and f".{self.fmt.lower().lstrip('.')}" not in _SAVE_EXT:
             raise ValueError(f"--format {self.fmt!r}: use same or one of {sorted(e[1:] for e in _SAVE_EXT)}")
-        for name in ("actors", "shard_size", "tile"):
-            if int(getattr(self, name)) < (0 if name == "tile" else 1):
+        for name in ("actors", "shard_size"):
+            if int(getattr(self, name)) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        from perceptual_core.tiling import check_tile
+
+        check_tile(self.tile)
         if self.overlap < 0:
             raise ValueError(f"--overlap must be >= 0, got {self.overlap}")
         if not 0 < self.cpus_per_actor or self.read_cpus <= 0 or self.gpus_per_actor < 0:
@@ -373,6 +379,18 @@ def _image(row):
                        exif=row["exif"] or None)
 
 
+def _writable(folder: str | None) -> str | None:
+    """``folder`` if this process can create and write it (the ONNX cache on a remote node may not
+    exist there), else None: the engine then exports its graph without caching it."""
+    if not folder:
+        return None
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK) else None
+
+
 class Predictor:
     """Holds the model (one per actor) and maps decoded rows to output pixel rows."""
 
@@ -396,7 +414,8 @@ class Predictor:
         from perceptual_core.engines import build_engine  # verified against the plain network here, once per actor
 
         self.model = build_engine(self.model, spec.model_engine, spec.precision, verify=spec.engine_verify,
-                                  tolerance=spec.engine_tolerance, threads=threads)
+                                  tolerance=spec.engine_tolerance, threads=threads,
+                                  cache_dir=_writable(spec.engine_cache))
 
     def predict(self, row: dict) -> dict:
         from perceptual_core.inference import stylize_image, upscale_image

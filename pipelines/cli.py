@@ -89,8 +89,11 @@ def _run_model(a, kind: str) -> int:
     from perceptual_core.inference import auto_device, stylize_image, upscale_image
     from perceptual_core.io import ImageReadError, load_image, save_image
 
+    from perceptual_core.tiling import check_tile
+
     from . import modelref
 
+    check_tile(a.tile)  # before the model loads: a bad value is a usage error, not N failed images
     ref = _model_ref(a, kind)
     model, _ = modelref.load(ref, kind, auto_device(a.device), scale=getattr(a, "scale", None))
     inf = config.section("inference")  # the engine is checked against the plain network before use

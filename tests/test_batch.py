@@ -481,3 +481,18 @@ def test_a_failing_report_write_is_an_error_and_keeps_the_outputs(lr_folder, sr_
     assert rc == 2 and len(err) == 1 and f"{n} outputs written, but the job's report could not be" in err[0]
     assert _files(out) == {batch.output_key(k[4:], "png") for k in good if k.startswith("sub/")}
     assert not list(out.glob(".*.partial"))
+
+
+def test_batch_engine_uses_the_onnx_cache(lr_folder, sr_ckpt, tmp_path):
+    """inference.onnx_cache reaches the batch actors (it did only for the CLI and the benchmark); a
+    cache folder a worker cannot create means no cache, not a failed job."""
+    src, good, _ = lr_folder
+    cache = tmp_path / "cache"
+    spec = batch.BatchSpec.from_params(kind="upscale", model=str(sr_ckpt), input=str(src / "sub"),
+                                       output=str(tmp_path / "out"), model_engine="onnx", engine_cache=str(cache))
+    s = batch.run_batch(spec, engine="local", progress=False)
+    assert s.done == sum(1 for k in good if k.startswith("sub/")) and s.failed == 0
+    assert len(list(cache.glob("*.onnx"))) == 1
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should go")
+    assert batch._writable(str(blocker / "cache")) is None and batch._writable(None) is None

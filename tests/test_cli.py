@@ -101,3 +101,21 @@ def test_gatys_command(tmp_path, data_dir, weights_cache):
     assert max(img.pixels.shape[:2]) == 96
     h = json.loads(hist.read_text())
     assert len(h) == 4 and h[-1]["total"] < h[0]["total"]
+
+
+def test_a_tile_too_small_is_a_usage_error_everywhere(tmp_path, data_dir):
+    """`--tile` means the same in the CLI and batch jobs: 0 (never) or >= 16 (tiling's smallest core);
+    `--tile 8` used to pass the batch check and then fail every image as "inference failed"."""
+    from pipelines import cli as pcli
+
+    photo = tmp_path / "p.png"
+    save_image(photo, load_image(data_dir / "Set5" / "HR" / "bird.png").pixels[:64, :64])
+    model = save_checkpoint(tmp_path / "m.pt", TransformNet(width=0.25))
+    r = cli("stylize", str(photo), "--model", str(model), "--tile", "8", "-o", str(tmp_path / "o.png"), check=False)
+    assert r.returncode == 2 and "--tile must be 0 (never tile) or >= 16, got 8" in r.stderr
+    assert not (tmp_path / "o.png").exists()
+    rc = pcli.main(["batch", "stylize", "--model", str(model), "--input", str(tmp_path), "--output",
+                    str(tmp_path / "out"), "--tile", "8", "--no-ray"])
+    assert rc == 2 and not (tmp_path / "out").exists()
+    assert cli("stylize", str(photo), "--model", str(model), "--tile", "16", "-o", str(tmp_path / "o.png")
+               ).returncode == 0
