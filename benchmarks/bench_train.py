@@ -55,11 +55,9 @@ def main() -> None:
         s = train.run_job(a.job, use_ray=False, overrides={**over, "out_dir": f"{tmp}/plain"})
         rows.append(("plain loop (1 process, 1 thread)", 1, *loop_rate(Path(f"{tmp}/plain")), s["wall_seconds"]))
         with ray_session(num_cpus=2):
-            from pipelines import config
-
             for n in (1, 2):
-                config.section("train")["ray"]["num_workers"] = n  # params are read once per process
-                s = train.run_job(a.job, use_ray=True, overrides={**over, "out_dir": f"{tmp}/ray{n}"})
+                s = train.run_job(a.job, use_ray=True, overrides={**over, "out_dir": f"{tmp}/ray{n}"},
+                                  ray_overrides={"num_workers": n})
                 rows.append((f"Ray Train, {n} worker{'s' * (n > 1)}", n, *loop_rate(Path(f"{tmp}/ray{n}")),
                              s["wall_seconds"]))
     base = rows[0][2]

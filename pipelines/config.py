@@ -39,10 +39,14 @@ def params() -> dict[str, Any]:
 
 
 def section(name: str) -> dict[str, Any]:
+    """A copy of section ``name``: callers may change it without changing what the next caller reads
+    (the file is parsed once per process and cached)."""
+    import copy
+
     value = params().get(name)
     if not isinstance(value, dict):
         raise KeyError(f"{params_path()}: missing section {name!r}")
-    return value
+    return copy.deepcopy(value)
 
 
 def resolve(path: str | Path) -> Path:

@@ -366,8 +366,10 @@ def _validation_grid(model, spec: dict, n: int = 4):
     return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: dict | None = None) -> dict:
-    """Train JOB, track it in MLflow, register the model; returns the summary written to metrics.json."""
+def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: dict | None = None,
+            ray_overrides: dict | None = None) -> dict:
+    """Train JOB, track it in MLflow, register the model; returns the summary written to metrics.json.
+    ``overrides``: job spec values; ``ray_overrides``: `train.ray` values (e.g. num_workers)."""
     from perceptual_core.checkpoint import save_checkpoint
     from perceptual_core.networks import build_model
     from perceptual_core.vgg import load_vgg16_weights
@@ -392,7 +394,7 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
     t0 = time.perf_counter()
     try:
         if use_ray:
-            _fit_with_ray(cfg, t["ray"], out_dir, resume)
+            _fit_with_ray(cfg, {**t["ray"], **(ray_overrides or {})}, out_dir, resume)
         else:
             train_loop(cfg)
     except BaseException:

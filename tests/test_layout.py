@@ -24,3 +24,14 @@ def test_params_is_read_in_one_place():
     readers = [f.relative_to(ROOT).as_posix() for d in ("perceptual_core", "pipelines") for f in (ROOT / d).rglob("*.py")
                if "params.yaml" in f.read_text() and "yaml.safe_load" in f.read_text()]
     assert readers == ["pipelines/config.py"]
+
+
+def test_a_section_is_a_copy():
+    """A caller that edits what config.section returned must not change what the next caller reads
+    (a benchmark used to set train.ray.num_workers this way)."""
+    from pipelines import config
+
+    t = config.section("train")
+    t["ray"]["num_workers"] = 99
+    t["lr"] = -1
+    assert config.section("train")["ray"]["num_workers"] != 99 and config.section("train")["lr"] > 0
