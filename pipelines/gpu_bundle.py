@@ -174,7 +174,7 @@ def verify(bundle: Path) -> dict:
 
 
 def _resolved_params(bundle: Path) -> Path:
-    p = yaml.safe_load((bundle / "params.yaml").read_text())
+    p = config.read_params(bundle / "params.yaml")
     for key in PATH_KEYS:
         _set(p, key, str((bundle / _get(p, key)).resolve()))
     (bundle / "work").mkdir(exist_ok=True)
