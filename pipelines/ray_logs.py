@@ -23,11 +23,13 @@ __all__ = ["digest", "main"]
 _BAD = re.compile(r"^\[\S+ \S+ [EF] \d+|Check failed|Traceback|FATAL|SIGSEGV|SIGABRT|SIGBUS|"
                   r"out of memory|OutOfMemory|Failed to connect to GCS|QuickExit|disk.*full|No space left")
 _NOISE = re.compile(r"has constructor arguments in the object store")  # Ray Data's every actor pool
-_FILES = ("raylet.out", "raylet.err", "gcs_server.out", "gcs_server.err", "python-core-driver-*.log",
-          "monitor.log", "dashboard.log", "python-core-worker-*.log", "worker-*.err")
+# Least telling first: a CI log shows the end of the output, so the daemons and the drivers come last.
+_FILES = ("worker-*.err", "python-core-worker-*.log", "dashboard.log", "monitor.log", "python-core-driver-*.log",
+          "gcs_server.err", "gcs_server.out", "raylet.err", "raylet.out")
 _MARKER = re.compile(r"^:(job_id|actor_name|task_name):")
 _TAILS = {"raylet.out": 8, "gcs_server.out": 4}  # how each daemon's log ends says whether it was alive
 _DRIVERS = 3  # the newest driver logs, last lines of each: the driver that exited is among them
+_WORKERS = 4  # worker logs: only the newest (a long session has hundreds)
 
 
 def _session(tmpdir: Path) -> Path | None:
@@ -47,7 +49,10 @@ def digest(tmpdir: Path, lines: int = 30) -> list[str]:
     logs = session / "logs"
     drivers = sorted(logs.glob("python-core-driver-*.log"), key=lambda p: p.stat().st_mtime)[-_DRIVERS:]
     for pattern in _FILES:
-        for f in sorted(logs.glob(pattern), key=lambda p: p.stat().st_mtime):
+        files = sorted(logs.glob(pattern), key=lambda p: p.stat().st_mtime)
+        if pattern.startswith(("python-core-worker", "worker-")):
+            files = files[-_WORKERS:]  # the newest few
+        for f in files:
             if f in seen or not f.is_file():
                 continue
             seen.add(f)
