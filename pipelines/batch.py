@@ -32,10 +32,12 @@ import json
 import os
 import re
 import secrets
+import struct
 import sys
 import tarfile
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -293,6 +295,12 @@ def _row(**kw) -> dict:
     return r
 
 
+# What reading a damaged archive raises: tarfile/zipfile errors, truncation, bad deflate data
+# (zlib.error), malformed headers (struct.error), and pyarrow's ArrowInvalid (a ValueError) when
+# zipfile seeks before the start of a file too short to hold its directory.
+_ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error, struct.error)
+
+
 def _members(fs, item: dict, display: str):
     """Yield (key, source, bytes | None, error | None) for one source row."""
     path, kind, key = item["path"], item["kind"], item["key"]
@@ -322,7 +330,7 @@ def _members(fs, item: dict, display: str):
                         continue
                     yield from _member(prefix=key, name=info.filename, src=f"{display}:{info.filename}",
                                        size=info.file_size, read=lambda info=info: zf.read(info))
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as e:
+    except _ARCHIVE_ERRORS as e:
         yield key or display, display, None, f"archive unreadable or corrupt ({type(e).__name__}: {e})"
 
 
@@ -346,7 +354,7 @@ def _member(prefix: str, name: str, src: str, size: int, read):
     else:
         try:
             yield key, src, read(), None
-        except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, RuntimeError) as e:
+        except (*_ARCHIVE_ERRORS, RuntimeError) as e:
             yield key, src, None, f"corrupt archive member ({type(e).__name__}: {e})"
 
 

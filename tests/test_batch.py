@@ -496,3 +496,36 @@ def test_batch_engine_uses_the_onnx_cache(lr_folder, sr_ckpt, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache folder should go")
     assert batch._writable(str(blocker / "cache")) is None and batch._writable(None) is None
+
+
+def test_corrupt_archives_are_failures_not_a_dead_job(folder, style_ckpt, tmp_path):
+    """A truncated .tar.gz, a zip too short for its directory (pyarrow raised ArrowInvalid there and
+    the whole job died with "error: Invalid position") and a zip with a damaged member: each is a
+    row in _failures.csv; every good image is still done."""
+    src, good, _ = folder
+    names = sorted(k for k in good if k.endswith(".png") and "/" not in k)[:2]
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / names[0]).write_bytes((src / names[0]).read_bytes())  # one loose good photo
+    whole = tmp_path / "whole.tar.gz"
+    with tarfile.open(whole, "w:gz") as tf:
+        for n in names:
+            tf.add(src / n, arcname=n)
+    (inp / "cut.tar.gz").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    (inp / "tiny.zip").write_bytes(b"PK\x03\x04garbage")
+    zbuf = io.BytesIO()
+    with zipfile.ZipFile(zbuf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.png", (src / names[1]).read_bytes())
+        zf.writestr("b.txt", b"x" * 5000)
+    data = bytearray(zbuf.getvalue())
+    start = 30 + len("a.png")  # local header + name: the deflate stream of a.png starts here
+    data[start + 100:start + 400] = bytes(300)  # damage it
+    (inp / "damaged.zip").write_bytes(bytes(data))
+    out = tmp_path / "out"
+    assert cli.main(["batch", "stylize", "--model", str(style_ckpt), "--input", str(inp), "--output", str(out),
+                     "--no-ray"]) == 1
+    fails = _failures(out)
+    assert any(k.startswith("tiny") and "archive unreadable or corrupt" in e for k, e in fails.items()), fails
+    assert any(k.startswith("cut") for k in fails) and "damaged/a.png" in fails, fails
+    assert names[0] in _files(out)
+    assert _summary(out)["done"] >= 1 and not list(out.rglob("*.partial"))
