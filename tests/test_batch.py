@@ -529,3 +529,21 @@ def test_corrupt_archives_are_failures_not_a_dead_job(folder, style_ckpt, tmp_pa
     assert any(k.startswith("cut") for k in fails) and "damaged/a.png" in fails, fails
     assert names[0] in _files(out)
     assert _summary(out)["done"] >= 1 and not list(out.rglob("*.partial"))
+
+
+def test_the_size_cap_refuses_huge_files_and_members_without_reading_them(style_ckpt, tmp_path):
+    """MAX_MEMBER_BYTES (1 GiB): a loose file over it (sparse here: no disk used) and a tar member whose
+    header claims more are failure rows, checked from the size before any byte is read."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    with open(inp / "huge.png", "wb") as f:
+        f.truncate(batch.MAX_MEMBER_BYTES + 1)
+    info = tarfile.TarInfo("big.png")
+    info.size = batch.MAX_MEMBER_BYTES + 1
+    (inp / "claims.tar").write_bytes(info.tobuf(format=tarfile.PAX_FORMAT) + bytes(1024))  # header, no data
+    out = tmp_path / "out"
+    assert cli.main(["batch", "stylize", "--model", str(style_ckpt), "--input", str(inp), "--output", str(out),
+                     "--no-ray"]) == 1
+    fails = _failures(out)
+    assert "over the" in fails["huge.png"] and "byte limit" in fails["huge.png"]
+    assert "over the" in fails["claims/big.png"], fails
