@@ -31,7 +31,7 @@ PROTOCOLS = ("standard", "blur")
 # Published x4 Y-PSNR / SSIM on the standard LR files (SelfExSR README) and SRCNN 9-5-5 on Set5
 # with MATLAB bicubic LR made from HR (Dong et al., TPAMI): the anchors the rows are checked against.
 PUBLISHED = {("bicubic", "Set5", 4): (28.42, 0.8101), ("bicubic", "Set14", 4): (25.99, 0.7023),
-             ("bicubic", "BSD100", 4): (25.96, 0.6672)}
+             ("bicubic", "BSD100", 4): (25.96, 0.6672), ("srcnn-official", "Set5", 4): (30.48, 0.8628)}
 # The paper's Table 1 (Titan X, seconds per image) for the report's reference column.
 PAPER_SPEED = {256: {"ours": 0.015, 100: 3.17, 300: 9.52, 500: 15.86},
                512: {"ours": 0.05, 100: 10.97, 300: 32.91, 500: 54.85},

@@ -172,6 +172,19 @@ def sr_tables(sr: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     return out
 
 
+def anchor_line(sr: dict) -> str | None:
+    """The published anchors (benchmark.PUBLISHED) beside what this run measured on the same rows
+    (x4, standard MATLAB-bicubic LR); None when the run measured none of them."""
+    from .benchmark import PUBLISHED
+
+    parts = []
+    for (method, set_name, scale), (psnr, _) in PUBLISHED.items():
+        got = sr["results"].get(f"x{scale}", {}).get(set_name, {}).get("standard", {}).get(method, {}).get("psnr_y")
+        if got is not None:
+            parts.append(f"{METHOD_NAMES.get(method, method)} x{scale} {set_name} {got:.2f} dB (published {psnr:.2f})")
+    return ("Anchors, measured by this run on the standard LR files: " + "; ".join(parts) + ".") if parts else None
+
+
 def speed_table(st: dict) -> tuple[str, list[str], list[list[str]]]:
     iters = sorted({int(k[5:-2]) for e in st["speed"].values() for k in e if k.startswith("gatys") and k.endswith("_s")
                     and k[5:-2].isdigit()})
@@ -290,9 +303,9 @@ def render(bench_dirs: dict, out: Path, *, title: str = "perceptual: benchmark r
                                     for k, v in sr.get("labels", {}).items() if k.split("/")[1] != "bicubic") + ".")
         if sr.get("missing"):
             d.p("Not measured: " + "; ".join(f"x{m['scale']} {m['method']}: {m['reason']}" for m in sr["missing"]))
-        d.p("Anchors: bicubic x4 on the standard LR files gives 28.42 / 25.99 / 25.96 dB on Set5 / Set14 / "
-            "BSD100 (published 28.42 / 25.99 / 25.96); the official SRCNN 9-5-5 gives 30.48 dB on Set5 with "
-            "MATLAB-bicubic LR (published 30.48).")
+        line = anchor_line(sr)
+        if line:
+            d.p(line)
         crops = _load(bout / "sr_crops.json") or []
         for scale in sorted({c["scale"] for c in crops}):
             cs = [c for c in crops if c["scale"] == scale]

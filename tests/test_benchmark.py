@@ -54,6 +54,11 @@ def test_sr_benchmark_anchor_rows(tmp_path, bench_params, weights_cache):
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * 2 * 2  # scales x sets x (bicubic, srcnn-official)
     assert {r["published_psnr_y"] for r in rows if r["method"] == "bicubic" and r["scale"] == "4"} == {"28.42", "25.99"}
+    from pipelines.report import anchor_line
+
+    line = anchor_line(doc)  # the report's sentence: what this run measured, beside the published value
+    assert "bicubic x4 Set5 28.42 dB (published 28.42)" in line and "SRCNN (official) x4 Set5 30.48 dB" in line
+    assert "BSD100" not in line  # not measured here, so not printed
     crops = json.loads((tmp_path / "out/sr_crops.json").read_text())
     assert {(c["scale"], c["method"]) for c in crops} == {(4, "bicubic"), (4, "srcnn-official"), (8, "bicubic"),
                                                           (8, "srcnn-official")}
@@ -72,3 +77,12 @@ def test_report_without_results_says_what_to_run(tmp_path, bench_params):
     r = cli("report", "-o", tmp_path / "reports", env_extra=env, check=False)
     assert r.returncode == 2 and str(tmp_path / "metrics") in r.stderr and "dvc repro benchmark_sr" in r.stderr
     assert not (tmp_path / "reports" / "benchmark.html").exists()
+
+
+def test_report_anchor_line_prints_what_was_measured():
+    from pipelines.report import anchor_line
+
+    sr = {"results": {"x4": {"Set5": {"standard": {"bicubic": {"psnr_y": 27.1}}}}}}
+    assert anchor_line(sr) == ("Anchors, measured by this run on the standard LR files: bicubic x4 Set5 27.10 dB "
+                               "(published 28.42).")
+    assert anchor_line({"results": {"x8": {}}}) is None
