@@ -457,3 +457,56 @@ def test_no_credentials_in_infra():
             assert not re.search(r"(?i)aws_secret_access_key\s*[:=]\s*['\"]?[A-Za-z0-9/+]{30,}", text), p
             assert not re.search(r"postgres\w*(\+\w+)?://[^:\s]+:(?!PASSWORD@)[^@\s]+@", text), p
             assert "BEGIN RSA PRIVATE KEY" not in text and "BEGIN OPENSSH PRIVATE KEY" not in text, p
+
+
+# --------------------------------------------------------------------------------- MLflow access
+
+def test_mlflow_server_authenticates_and_admits_only_the_projects_pods():
+    """An open tracking server lets anyone who reaches it move `champion`, which batch jobs then run."""
+    docs = {(d["kind"], d["metadata"].get("name")): d for _, d in _k8s_docs()}
+    dep = docs[("Deployment", "mlflow")]
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert "--app-name=basic-auth" in c["args"]
+    env = {e["name"]: e for e in c["env"]}
+    for name in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-auth" and "value" not in env[name]
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"].startswith(next(iter(mounts)))
+    vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert vols[mounts["/etc/mlflow-auth"]]["secret"]["secretName"] == "mlflow-auth"
+    pol = docs[("NetworkPolicy", "mlflow")]["spec"]
+    assert pol["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert pol["policyTypes"] == ["Ingress"] and len(pol["ingress"]) == 1
+    rule = pol["ingress"][0]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "perceptual"}}}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 5000}]
+    assert "mlflow[auth]==" in (DOCKER / "Dockerfile.mlflow").read_text()
+
+
+def test_every_pod_that_talks_to_mlflow_is_admitted_and_has_an_account():
+    """Pods that get MLFLOW_TRACKING_URI (ConfigMap perceptual-env) carry the NetworkPolicy's label and the
+    pipeline's MLflow account from the mlflow-client Secret, never a literal password."""
+    seen = 0
+    for path, doc in _k8s_docs():
+        if doc["metadata"].get("name") == "mlflow":
+            continue
+        for where, tmpl in _pod_templates(doc):
+            for c in tmpl["spec"]["containers"]:
+                if not any(e.get("configMapRef", {}).get("name") == "perceptual-env" for e in c.get("envFrom", [])):
+                    continue
+                seen += 1
+                labels = (tmpl.get("metadata") or {}).get("labels") or {}
+                assert labels.get("app.kubernetes.io/part-of") == "perceptual", (path.name, where)
+                env = {e["name"]: e for e in c.get("env", [])}
+                for name, key in (("MLFLOW_TRACKING_USERNAME", "username"), ("MLFLOW_TRACKING_PASSWORD", "password")):
+                    ref = env[name]["valueFrom"]["secretKeyRef"]
+                    assert (ref["name"], ref["key"]) == ("mlflow-client", key), (path.name, where, name)
+    assert seen >= 6  # raycluster head + 2 groups, both rayjobs' head + workers, the cronjob
+
+
+def test_infra_readme_never_advises_an_open_mlflow_server():
+    text = (INFRA / "README.md").read_text()
+    for line in text.splitlines():
+        if "mlflow server" in line and "0.0.0.0" in line:
+            raise AssertionError(f"infra/README.md: {line.strip()}")
+    assert "--app-name basic-auth" in text

@@ -243,3 +243,81 @@ def test_round_trip_through_a_tracking_server(mlflow_server, monkeypatch, tmp_pa
     path = tracking.resolve_model("models:/style-http@challenger")
     assert _same_weights(load_model(path), model)
     _matches_eager("models:/style-http/1", model, 3, [(51, 77)])
+
+
+def test_an_authenticated_server_refuses_anonymous_and_read_only_clients(tmp_path, monkeypatch):
+    """The server infra/ deploys (`mlflow server --app-name basic-auth`), for real on 127.0.0.1: without
+    credentials nothing is readable; a READ-only account cannot move `champion`; the pipeline's account
+    (here the admin) can, through the same client code the stages use."""
+    import json
+    import socket
+    import urllib.error
+    import urllib.request
+    from base64 import b64encode
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    ini = tmp_path / "basic_auth.ini"
+    ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path / 'auth.db'}\n"
+                   "admin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                   "auth_cache_ttl_seconds = 60\n")  # PBKDF2 once per account, not once per request
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-pw-123456",
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key"}
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(k, None)
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - the server writes to it until the end
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--app-name", "basic-auth",
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                             "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                             "--default-artifact-root", str(tmp_path / "artifacts")],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def call(path, user=None, body=None):
+        req = urllib.request.Request(url + path, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+        if user:
+            req.add_header("Authorization", "Basic " + b64encode(f"{user[0]}:{user[1]}".encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                if call("/health") == 200:
+                    break
+            except OSError:  # not listening yet, or still starting (URLError, resets, timeouts)
+                pass
+            assert time.time() < deadline, "the server did not start"
+            time.sleep(0.5)
+        admin = ("admin", "admin-pw-123456")
+        assert call("/api/2.0/mlflow/registered-models/search") == 401
+        assert call("/api/2.0/mlflow/registered-models/search", ("admin", "wrong")) == 401
+        assert call("/api/2.0/mlflow/registered-models/search", admin) == 200
+        assert call("/api/2.0/mlflow/users/create", admin, {"username": "reader", "password": "reader-pw-123456"}) == 200
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "admin-pw-123456")
+        client = MlflowClient(url)
+        client.create_registered_model("style-guarded")
+        run = client.create_run(client.create_experiment("guarded")).info.run_id
+        v = client.create_model_version("style-guarded", f"runs:/{run}/model", run_id=run)
+        client.set_registered_model_alias("style-guarded", "champion", v.version)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "reader")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "reader-pw-123456")
+        reader = MlflowClient(url)
+        assert reader.get_model_version_by_alias("style-guarded", "champion").version == v.version  # READ
+        with pytest.raises(MlflowException, match="(?i)permission"):
+            reader.set_registered_model_alias("style-guarded", "champion", v.version)
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+        log.close()
