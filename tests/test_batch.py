@@ -547,3 +547,26 @@ def test_the_size_cap_refuses_huge_files_and_members_without_reading_them(style_
     fails = _failures(out)
     assert "over the" in fails["huge.png"] and "byte limit" in fails["huge.png"]
     assert "over the" in fails["claims/big.png"], fails
+
+
+def test_a_full_disk_fails_each_write_and_leaves_no_partial_file(lr_folder, sr_ckpt, tmp_path):
+    """Writes that fail (a file-size limit stands in for a full disk: the same EFBIG/ENOSPC path) are
+    failure rows naming the file, the job exits 1 and leaves no partial file behind."""
+    src, good, _ = lr_folder
+    out = tmp_path / "out"
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000)); from pipelines import cli; "
+            "sys.exit(cli.main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "batch", "upscale", "--model", str(sr_ckpt), "--input",
+                        str(src / "sub"), "--output", str(out), "--no-ray"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    assert r.returncode == 1, r.stderr[-2000:]
+    fails = _failures(out)
+    stems = {Path(k).stem for k in good if k.startswith("sub/")}
+    written = _files(out)
+    assert len(fails) >= 2 and all("File too large" in e for e in fails.values()), fails
+    done, failed = {Path(k).stem for k in written}, {Path(k).stem for k in fails}
+    assert done | failed == stems and not done & failed  # each image: written whole, or a row
+    for k in written:  # the small ones that fit are complete images
+        assert load_image(out / k).pixels.size > 0
+    assert not [p for p in out.rglob("*") if p.name.endswith(".partial")]
