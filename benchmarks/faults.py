@@ -1,0 +1,208 @@
+"""A fault matrix you can rerun: inject each fault into a real batch job, on 127.0.0.1 only, and count
+what was lost.
+
+    python benchmarks/faults.py [--json benchmarks/results/faults.json] [--photos DIR]
+
+Every row runs `perceptual batch stylize --model style-la_muse` (the shipped model) in a subprocess on
+real photos (Set14's ×4 LR images from the data folder by default), with `--no-ray` so each row is
+seconds, not minutes (the Ray paths of the same faults are tests: tests/test_batch.py kills a Ray
+driver mid-job, tests/test_train.py a training worker). For each fault: the exit code, images lost
+(an input with neither an output nor a failure row, after the rerun where the row has one),
+duplicates, partial files left, and the error line a user sees. Prints a table, writes JSON.
+
+Rows: a second job on the same output; the driver killed (SIGKILL) mid-job, then rerun; a full disk
+(RLIMIT_FSIZE); corrupt archives (truncated .tar.gz, a zip too short for its directory); a malicious
+pickle as the checkpoint; an S3 bucket that does not exist and an endpoint nothing listens on (a moto
+server on 127.0.0.1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PY = sys.executable
+LIMITED = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+           "resource.setrlimit(resource.RLIMIT_FSIZE, ({n}, {n})); from pipelines import cli; "
+           "sys.exit(cli.main(sys.argv[1:]))")
+
+
+def _cli(args, env=None, code=None, timeout=600):
+    cmd = [PY, "-c", code, *args] if code else [str(Path(PY).with_name("perceptual")), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
+
+
+def _error_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("error:") or "failed in" in ln]
+    return lines[-1][:160] if lines else ""
+
+
+def _count(inp: Path, out: Path) -> dict:
+    """lost / duplicates / partial files for the loose photos of ``inp`` against ``out``."""
+    import csv
+
+    stems = [p.stem for p in inp.iterdir() if p.is_file() and p.suffix.lower() in (".png", ".jpg")]
+    outs = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(("_", "."))] if out.is_dir() else []
+    rows = []
+    if (out / "_failures.csv").is_file():
+        with open(out / "_failures.csv", newline="") as f:
+            rows = [r["key"] for r in csv.DictReader(f)]
+    covered = {p.stem for p in outs} | {Path(k).stem for k in rows}
+    names = [p.relative_to(out).with_suffix("").as_posix() for p in outs]
+    return {"inputs": len(stems), "outputs": len(outs), "failure_rows": len(rows),
+            "lost": sum(1 for s in stems if s not in covered),
+            "duplicates": len(names) - len(set(names)),
+            "partial_files": sum(1 for p in out.rglob("*") if p.name.endswith(".partial")) if out.is_dir() else 0}
+
+
+def row_second_job(inp, work):
+    from pipelines import batch, output_lock
+
+    out = work / "out"
+    fs, root = batch.filesystem(str(out))
+    with output_lock.hold(fs, root, "the first job"):
+        r = _cli(["batch", "stylize", "--model", "style-la_muse", "--input", str(inp), "--output", str(out),
+                  "--no-ray"])
+    after = _cli(["batch", "stylize", "--model", "style-la_muse", "--input", str(inp), "--output", str(out),
+                  "--no-ray"])
+    return r.returncode, _error_line(r.stderr), _count(inp, out), {"then_alone_exit": after.returncode}
+
+
+def row_killed_driver(inp, work):
+    out = work / "out"
+    cmd = [str(Path(PY).with_name("perceptual")), "batch", "stylize", "--model", "style-la_muse", "--input",
+           str(inp), "--output", str(out), "--no-ray"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len([p for p in out.glob("*") if not p.name.startswith(("_", "."))]) < 3:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = _count(inp, out)
+    r = _cli(cmd[1:])
+    c = _count(inp, out)
+    return r.returncode, f"killed after {first['outputs']} outputs; rerun: {_error_line(r.stderr)}", c, {}
+
+
+def row_full_disk(inp, work):
+    out = work / "out"
+    r = _cli(["batch", "stylize", "--model", "style-la_muse", "--input", str(inp), "--output", str(out), "--no-ray"],
+             code=LIMITED.format(n=40_000))
+    return r.returncode, _error_line(r.stderr), _count(inp, out), {}
+
+
+def row_corrupt_archives(inp, work):
+    src = work / "in"
+    src.mkdir()
+    photos = sorted(inp.iterdir())[:3]
+    for p in photos[:1]:
+        shutil.copy(p, src / p.name)
+    whole = work / "whole.tar.gz"
+    with tarfile.open(whole, "w:gz") as tf:
+        for p in photos:
+            tf.add(p, arcname=p.name)
+    (src / "cut.tar.gz").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    (src / "tiny.zip").write_bytes(b"PK\x03\x04garbage")
+    out = work / "out"
+    r = _cli(["batch", "stylize", "--model", "style-la_muse", "--input", str(src), "--output", str(out), "--no-ray"])
+    return r.returncode, _error_line(r.stderr), _count(src, out), {}
+
+
+def row_malicious_checkpoint(inp, work):
+    import torch
+
+    marker = work / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w').write('ran')",))
+
+    evil = work / "evil.pt"
+    torch.save({"format": "perceptual-checkpoint-v1", "config": {"arch": "transform"}, "state_dict": {},
+                "meta": {"x": Payload()}}, evil)
+    out = work / "out"
+    r = _cli(["batch", "stylize", "--model", str(evil), "--input", str(inp), "--output", str(out), "--no-ray"])
+    return r.returncode, _error_line(r.stderr), _count(inp, out), {"payload_ran": marker.exists()}
+
+
+def _moto():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(Path(PY).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    import urllib.request
+
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def row_s3(inp, work, endpoint, label):
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_REGION": "us-east-1"}
+    t0 = time.perf_counter()
+    r = _cli(["batch", "stylize", "--model", "style-la_muse", "--input", str(inp), "--output",
+              "s3://no-such-bucket/out/", "--endpoint", endpoint, "--no-ray"], env=env)
+    return r.returncode, _error_line(r.stderr), _count(inp, work / "none"), \
+        {"seconds": round(time.perf_counter() - t0, 1), "case": label}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", default=str(ROOT / "benchmarks/results/faults.json"))
+    ap.add_argument("--photos", default=None, help="a folder of photos (default: Set14 x4 LR of the data folder)")
+    a = ap.parse_args(argv)
+    data = Path(os.environ.get("PERCEPTUAL_DATA_DIR") or ROOT.parent / "shared" / "data")
+    photos = Path(a.photos) if a.photos else data / "Set14" / "LR_bicubic_x4"
+    rows = []
+    moto, endpoint = _moto()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    cases = [("second job on the same output", row_second_job), ("driver SIGKILL mid-job, then rerun", row_killed_driver),
+             ("full disk (RLIMIT_FSIZE 40 kB)", row_full_disk), ("corrupt archives", row_corrupt_archives),
+             ("malicious pickle as --model", row_malicious_checkpoint),
+             ("S3: bucket does not exist", lambda i, w: row_s3(i, w, endpoint, "missing bucket")),
+             ("S3: endpoint not listening", lambda i, w: row_s3(i, w, dead, "unreachable"))]
+    try:
+        for name, fn in cases:
+            with tempfile.TemporaryDirectory() as tmp:
+                work = Path(tmp)
+                inp = work / "photos"
+                shutil.copytree(photos, inp)
+                rc, line, counts, extra = fn(inp, work)
+                if rc == 2:  # refused before any work: nothing read, nothing written, nothing lost
+                    counts["lost"], extra["refused"] = 0, True
+                rows.append({"fault": name, "exit": rc, **counts, "error_line": line, **extra})
+                print(f"{name:<38} exit {rc}  lost {counts['lost']}  dup {counts['duplicates']}  "
+                      f"partial {counts['partial_files']}  | {line}", flush=True)
+    finally:
+        os.killpg(moto.pid, signal.SIGTERM)
+        moto.wait()
+    out = Path(a.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"photos": str(photos), "rows": rows}, indent=1) + "\n")
+    print(f"wrote {out}")
+    bad = [r for r in rows if r["lost"] or r["duplicates"] or r["partial_files"] or r.get("payload_ran")]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
