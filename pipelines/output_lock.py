@@ -10,9 +10,10 @@ the holder (pid, host, start time, command) and the lock file.
   the job ends. The kernel drops the lock when the holder dies, so a killed job leaves only the
   (hidden) file, never a stale lock: the rerun takes it.
 - Object stores (S3) have no lock primitive that pyarrow exposes: the lock is a lease object the
-  driver renews every ``RENEW_S`` seconds; one not renewed for ``STALE_S`` seconds belongs to a job
-  that is gone and is taken over. Best effort: two jobs starting within the same second on the
-  same bucket prefix can both win.
+  driver renews every ``RENEW_S`` seconds and marks released at the end (it stays, hidden, and
+  names the last job); one not renewed for ``STALE_S`` seconds belongs to a job that is gone and
+  is taken over. Best effort: two jobs starting within the same second on the same bucket prefix
+  can both win.
 """
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ def _lease(fs, root: str, what: str, where: str):
             holder = json.loads(s.read() or b"{}")
     except (FileNotFoundError, OSError, ValueError):
         holder = None
-    if holder and time.time() - float(holder.get("renewed", 0)) < STALE_S:
+    if holder and not holder.get("released") and time.time() - float(holder.get("renewed", 0)) < STALE_S:
         raise OutputInUse(_describe(holder, where))
     me = _me(what)
     put_atomic(fs, path, json.dumps(me).encode())
@@ -133,5 +134,7 @@ def _lease(fs, root: str, what: str, where: str):
     finally:
         stop.set()
         t.join(timeout=5)
-        with contextlib.suppress(OSError, FileNotFoundError):
-            fs.delete_file(path)
+        # Released, not deleted: deleting the last object under a prefix makes pyarrow write an empty
+        # "directory" marker object in its place; a released lease says who held the output last.
+        with contextlib.suppress(OSError):
+            put_atomic(fs, path, json.dumps({**me, "renewed": time.time(), "released": time.time()}).encode())

@@ -24,7 +24,7 @@ from test_prepare import png_header_only
 from perceptual_core.checkpoint import save_checkpoint
 from perceptual_core.io import load_image
 from perceptual_core.networks import SRNet, TransformNet
-from pipelines import batch, cli
+from pipelines import batch, cli, output_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -350,7 +350,10 @@ def test_s3_bucket_in_and_out(ray_address, bucket, style_ckpt, monkeypatch, pipe
     out = f"out-{pipeline}"
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="batch", Prefix=f"{out}/")["Contents"]}
     assert keys == {f"{out}/{batch.output_key(k, 'png')}" for k in good} | {f"{out}/{batch.FAILURES}",
-                                                                           f"{out}/{batch.SUMMARY}"}
+                                                                           f"{out}/{batch.SUMMARY}",
+                                                                           f"{out}/{output_lock.LOCK}"}
+    lease = json.loads(s3.get_object(Bucket="batch", Key=f"{out}/{output_lock.LOCK}")["Body"].read())
+    assert lease["released"] and lease["pid"] == os.getpid()  # the lease is released, not deleted
     body = s3.get_object(Bucket="batch", Key=f"{out}/{batch.output_key(good_first(good), 'png')}")["Body"].read()
     assert Image.open(io.BytesIO(body)).size == Image.open(io.BytesIO(
         s3.get_object(Bucket="batch", Key=f"in/{good_first(good)}")["Body"].read())).size
@@ -400,7 +403,6 @@ def test_job_environment_carries_no_uri_credentials(monkeypatch, capsys):
 def test_a_second_job_on_the_same_output_stops_and_destroys_nothing(lr_folder, sr_ckpt, tmp_path, capsys):
     """While a job holds an output, a second one exits 2 naming the holder, before touching the folder
     (the first job's temp files stay); a holder that died (SIGKILL) leaves no stale lock."""
-    from pipelines import output_lock
 
     src, good, _ = lr_folder
     out = tmp_path / "out"
@@ -432,7 +434,6 @@ def test_s3_output_lease(bucket, sr_ckpt, lr_folder, monkeypatch, capsys):
     """On a bucket the lock is a lease object: a live one stops a second job, a stale one is taken over."""
     import time as _time
 
-    from pipelines import output_lock
 
     url, s3, _, _ = bucket
     for k, v in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_REGION", "us-east-1")):
@@ -449,7 +450,9 @@ def test_s3_output_lease(bucket, sr_ckpt, lr_folder, monkeypatch, capsys):
     s3.put_object(Bucket="batch", Key=key, Body=json.dumps(stale).encode())
     assert cli.main(args) in (0, 1)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="batch", Prefix="lease/")["Contents"]}
-    assert key not in keys and f"lease/{batch.SUMMARY}" in keys
+    assert f"lease/{batch.SUMMARY}" in keys and "lease/" not in keys  # no empty "directory" object left
+    assert json.loads(s3.get_object(Bucket="batch", Key=key)["Body"].read())["released"]
+    assert cli.main(args) in (0, 1)  # a released lease is free
 
 
 def test_s3_missing_bucket_and_unreachable_endpoint_are_one_line_errors(bucket, sr_ckpt, lr_folder, monkeypatch,
