@@ -186,7 +186,9 @@ def test_zero_usable_images_is_a_clear_error_and_keeps_old_output(tmp_path, data
     (folder / "a.jpg").write_bytes(b"")
     (folder / "b.txt").write_text("x")
     out = tmp_path / "out"
-    out.mkdir()
+    from pipelines import owned
+
+    owned.claim(out, "prepare_style")  # a previous output of this stage
     (out / "keep.txt").write_text("previous good output")
     with pytest.raises(ValueError, match=r"no usable images among 2 files.*a\.jpg: empty file"):
         prep.prepare("style", PARAMS["prepare_style"], PARAMS["degradation"], input_dir=folder, out_dir=out)
