@@ -28,7 +28,6 @@ imports ray, mlflow or dvc.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -40,6 +39,8 @@ from pathlib import Path
 
 import yaml
 
+from perceptual_core.zoo import sha256_file  # the project's one streaming SHA-256 of a file
+
 from . import config, owned
 
 BUNDLE = "BUNDLE.json"
@@ -48,14 +49,6 @@ MiB = 1 << 20
 # params keys that hold paths; the bundle stores them relative to itself and `run` makes them absolute
 PATH_KEYS = (("data_dir",), ("prepare_style", "input"), ("prepare_style", "out_dir"), ("prepare_style", "metrics"),
              ("train", "out_dir"), ("train", "style", "data"), ("loss_network", "weights"))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _tracked_bytes() -> int:
@@ -135,7 +128,7 @@ def pack(job: str, out: Path, photos: Path | None = None) -> dict:
             p.pop(k, None)  # not used there; keeps URIs of this machine out of the bundle
         (tmp / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
-        files = {f.relative_to(tmp).as_posix(): _sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
+        files = {f.relative_to(tmp).as_posix(): sha256_file(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
         size = sum((tmp / f).stat().st_size for f in files)
         limit = int(g["carry_limit_mib"]) * MiB
         code = _tracked_bytes()
@@ -168,7 +161,7 @@ def verify(bundle: Path) -> dict:
         f = bundle / rel
         if not f.is_file():
             raise FileNotFoundError(f"{f}: missing from the bundle")
-        if _sha256(f) != sha:
+        if sha256_file(f) != sha:
             raise ValueError(f"{f}: SHA-256 differs from {mf}'s record (damaged in transit?)")
     return doc
 
