@@ -357,8 +357,9 @@ def sub(cmd: list[str], timeout: float = 3600) -> dict:
 def psnr_np(a, b) -> float:
     import numpy as np
 
-    mse = float(np.mean((np.clip(a, 0, 1).astype(np.float64) - np.clip(b, 0, 1)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
+    from perceptual_core.metrics import psnr
+
+    return psnr(np.clip(a, 0, 1), np.clip(b, 0, 1), data_range=1.0)
 
 
 def main(argv: list[str] | None = None) -> int:

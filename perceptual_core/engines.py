@@ -79,9 +79,10 @@ def nnpack_available() -> bool:
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR (dB) of two images in [0, 1] (clamped); inf when identical."""
-    mse = (a.double().clamp(0, 1) - b.double().clamp(0, 1)).square().mean().item()
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+    """PSNR (dB) of two images in [0, 1] (clamped); inf when identical (metrics.psnr at range 1)."""
+    from .metrics import psnr as _psnr
+
+    return _psnr(a.double().clamp(0, 1), b.double().clamp(0, 1), data_range=1.0)
 
 
 # ---------------------------------------------------------------------------------- network description

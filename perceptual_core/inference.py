@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from .engines import Engine
 from .io import LoadedImage
+from .metrics import luma
 from .resize import imresize
 
 
@@ -30,11 +31,6 @@ def _rgb_tensor(img: LoadedImage, device) -> torch.Tensor:
     return x[None].to(device)
 
 
-def _luma(y: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=y.dtype, device=y.device).view(1, 3, 1, 1)
-    return (y * w).sum(1, keepdim=True)
-
-
 def _forward(model: nn.Module | Engine, x: torch.Tensor, tile: int | None, overlap: int) -> torch.Tensor:
     """model(x) for a (1, 3, H, W) host tensor; larger than ``tile`` on a side -> tiled (only tiles
     go to the model's device; instance norm uses whole-image statistics, see tiling.py). An Engine
@@ -54,7 +50,7 @@ def _forward(model: nn.Module | Engine, x: torch.Tensor, tile: int | None, overl
 def keep_chrominance(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """Luminance-only transfer: the content's colours with the stylized luma (BT.601 Y).
     Adding the same luma difference to R, G and B leaves Cb and Cr (scaled B-Y and R-Y) unchanged."""
-    return (content + (_luma(stylized[None]) - _luma(content[None]))[0]).clamp(0, 1)
+    return (content + (luma(stylized, axis=0) - luma(content, axis=0))).clamp(0, 1)
 
 
 @torch.no_grad()
@@ -93,7 +89,7 @@ def upscale_image(model: nn.Module | Engine, img: LoadedImage, *, scale: int | N
         y = _forward(model, _rgb_tensor(img, "cpu"), tile, overlap).clamp(0, 1)
         scale = y.shape[-1] // img.pixels.shape[1]
         if img.is_gray:
-            y = _luma(y)
+            y = luma(y, axis=1)
         y = y[0]
     alpha = None
     if img.alpha is not None:

@@ -47,6 +47,34 @@ def y_channel(img: np.ndarray) -> np.ndarray:
     return rgb2ycbcr(img)[..., 0]
 
 
+def _channels(x, axis: int):
+    """R, G, B of ``x`` (a NumPy array or a torch tensor) along ``axis``, each keeping that axis."""
+    if x.shape[axis] != 3:
+        raise ValueError(f"expected 3 colour channels on axis {axis}, got shape {tuple(x.shape)}")
+    idx = [slice(None)] * x.ndim
+    out = []
+    for i in range(3):
+        idx[axis] = slice(i, i + 1)
+        out.append(x[tuple(idx)])
+    return out
+
+
+def y_bt601(x, axis: int = -1):
+    """MATLAB rgb2ycbcr's Y for float RGB in [0, 1] (NumPy or torch; the channel axis is kept, size 1):
+    (65.481 R + 128.553 G + 24.966 B + 16) / 255, studio range [16/255, 235/255]. The Y the SR
+    metrics score, and the channel SRCNN is trained on."""
+    r, g, b = _channels(x, axis)
+    return (float(_Y[0]) * r + float(_Y[1]) * g + float(_Y[2]) * b + 16.0) / 255.0
+
+
+def luma(x, axis: int = -1):
+    """Full-range BT.601 luma 0.299 R + 0.587 G + 0.114 B (NumPy or torch, channel axis kept): grey
+    stays grey (R = G = B = v gives v). For a grey rendition of colour output, and for transfers that
+    keep the content's colours; the SR metrics use :func:`y_bt601` instead."""
+    r, g, b = _channels(x, axis)
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
 def _shave(img: np.ndarray, shave: int) -> np.ndarray:
     return img[shave:-shave, shave:-shave] if shave > 0 else img
 
@@ -56,8 +84,14 @@ def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
         raise ValueError(f"metric: image shapes differ: {a.shape} vs {b.shape}")
 
 
-def psnr(a: np.ndarray, b: np.ndarray, shave: int = 0, data_range: float = 255.0) -> float:
-    """PSNR over all pixels and channels after shaving the border."""
+def psnr(a, b, shave: int = 0, data_range: float = 255.0) -> float:
+    """PSNR over all pixels and channels after shaving the border; inf when identical. ``a``, ``b``:
+    NumPy arrays (H, W[, C]) or torch tensors (any layout, float64 on the host for the sum); the
+    project's one PSNR (the SR tables at 255, engines and fp16 checks at 1.0)."""
+    if not isinstance(a, np.ndarray):
+        a = a.detach().double().cpu().numpy()
+    if not isinstance(b, np.ndarray):
+        b = b.detach().double().cpu().numpy()
     _check_pair(a, b)
     d = _shave(a.astype(np.float64), shave) - _shave(b.astype(np.float64), shave)
     mse = float(np.mean(d * d))

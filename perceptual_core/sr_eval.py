@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .io import is_image_file, load_image
-from .metrics import sr_metrics
+from .metrics import luma, sr_metrics
 from .resize import imresize, modcrop
 
 # A method maps an LR image (H, W, C), C = 1 or 3, to (sr_uint8 (sH, sW, C), y_uint8 or
@@ -62,7 +62,7 @@ def network_method(model: torch.nn.Module, scale: int, device: str = "cpu") -> M
             raise ValueError(f"model output {y.shape[:2]} is not {scale}x the input {lr.shape[:2]}")
         sr = to_uint8(y)
         if gray:  # score a grayscale input on the luma of the output
-            sr = to_uint8(y @ np.array([0.299, 0.587, 0.114]))[..., None]
+            sr = to_uint8(luma(y))
         return sr, None
 
     return run

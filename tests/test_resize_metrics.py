@@ -1,6 +1,8 @@
 """MATLAB-compatible resampling and metrics, anchored to published numbers on real data."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -116,3 +118,35 @@ def test_srcnn_mat_errors(tmp_path):
         load_srcnn_mat(bad)
     with pytest.raises(FileNotFoundError):
         load_srcnn_mat(tmp_path / "missing.mat")
+
+
+def test_one_luma_one_y_and_one_psnr_for_numpy_and_torch():
+    """metrics.y_bt601 is rgb2ycbcr's Y; luma keeps grey grey; metrics.psnr serves arrays and tensors
+    (engines.psnr is it at range 1); no other module writes these formulae out again."""
+    import torch
+
+    from perceptual_core import engines, metrics
+
+    rng = np.random.default_rng(0)
+    img = rng.random((17, 19, 3))
+    y = metrics.y_bt601(img)
+    assert y.shape == (17, 19, 1) and np.allclose(y[..., 0], metrics.rgb2ycbcr(img)[..., 0])
+    t = torch.from_numpy(img).permute(2, 0, 1)[None]
+    assert torch.allclose(metrics.y_bt601(t, axis=1)[0, 0], torch.from_numpy(y[..., 0]))
+    grey = np.repeat(rng.random((5, 6, 1)), 3, axis=-1)
+    assert np.allclose(metrics.luma(grey), grey[..., :1])
+    assert torch.allclose(metrics.luma(t, axis=1)[0, 0], torch.from_numpy(metrics.luma(img)[..., 0]))
+    with pytest.raises(ValueError, match="expected 3 colour channels"):
+        metrics.luma(img[..., :2])
+    other = np.clip(img + rng.normal(0, 0.05, img.shape), 0, 1)
+    a = metrics.psnr(img, other, data_range=1.0)
+    assert a == pytest.approx(metrics.psnr(torch.from_numpy(img), torch.from_numpy(other), data_range=1.0))
+    assert a == pytest.approx(engines.psnr(torch.from_numpy(img), torch.from_numpy(other)))
+    assert 20 < a < 30 and metrics.psnr(img, img) == float("inf")
+    root = Path(__file__).resolve().parents[1]
+    for f in [*root.glob("perceptual_core/*.py"), *root.glob("pipelines/*.py"), *root.glob("benchmarks/*.py")]:
+        if f.name == "metrics.py":
+            continue
+        text = f.read_text()
+        for formula in ("65.481", "0.299", "log10("):
+            assert formula not in text, f"{f.name} writes {formula} out again: use perceptual_core.metrics"
