@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import config
+from . import config, jobname
 
 PROTOCOLS = ("standard", "blur")
 # Published x4 Y-PSNR / SSIM on the standard LR files (SelfExSR README) and SRCNN 9-5-5 on Set5
@@ -183,7 +183,7 @@ def _methods(scale: int, sr: dict, alias: str, judged: dict, missing: list) -> d
             _log(f"benchmark_sr: x{scale} {mid}: skipped ({mv})")
             continue
         if mid == "srcnn":
-            native = int(name.rsplit("x", 1)[1])
+            native = jobname.parse(name).scale
             label = f"SRCNN (ours, v{mv.version})" + ("" if native == scale else f" + bicubic x{scale // native}")
             out[mid] = (label, _srcnn_then_bicubic(model, scale, native))
         else:
@@ -205,10 +205,35 @@ def _crop_box(hr: np.ndarray, size: int) -> tuple[int, int, int]:
     return (h - s) // 2, (w - s) // 2, s
 
 
-def run_sr(alias: str | None = None, dirs: dict | None = None) -> dict:
-    from perceptual_core.io import save_image
+def score_pairs(methods: dict, pairs: list, scale: int, vgg, layers: tuple, desc: str,
+                on_image=None) -> dict[str, list[dict]]:
+    """method id -> per-image metrics: Y-PSNR/SSIM (shave = scale) and the VGG distance to HR at
+    ``layers``. Image-major: one HR's VGG features live at a time (a set's worth is gigabytes).
+    ``on_image(mid, label, pair, output, metrics)`` sees every output (the report's crops)."""
     from perceptual_core.losses import feature_loss
     from perceptual_core.metrics import sr_metrics
+
+    per_m: dict[str, list] = {mid: [] for mid in methods}
+    for p in _progress(pairs, desc):
+        hr_f = None
+        for mid, (label, fn) in methods.items():
+            out_img, y = fn(p.lr)
+            if out_img.shape != p.hr.shape:
+                raise ValueError(f"{desc}: {p.name}: {mid} output {out_img.shape} != HR {p.hr.shape}")
+            m = sr_metrics(out_img, p.hr, shave=scale, sr_y=y)
+            if layers:
+                with torch.inference_mode():
+                    hr_f = hr_f if hr_f is not None else vgg(_vgg_input(p.hr, scale), layers)
+                    f = vgg(_vgg_input(out_img, scale), layers)
+                m.update({f"vgg_{n}": float(feature_loss(f[n], hr_f[n])) for n in layers})
+            per_m[mid].append(m)
+            if on_image is not None:
+                on_image(mid, label, p, out_img, m)
+    return per_m
+
+
+def run_sr(alias: str | None = None, dirs: dict | None = None) -> dict:
+    from perceptual_core.io import save_image
 
     b = settings(alias, dirs)
     sr = b["sr"]
@@ -232,24 +257,14 @@ def run_sr(alias: str | None = None, dirs: dict | None = None) -> dict:
             hr_dir = _data_path(hr_rel)
             for protocol, pairs in _pairs(set_name, hr_dir, scale, sr).items():
                 crop_name = crop.get("image") or pairs[0].name
-                per_m: dict[str, list] = {mid: [] for mid in methods}
-                # image-major: the HR's VGG features live for one image only (a set's worth is GBs)
-                for p in _progress(pairs, f"x{scale} {set_name} {protocol} ({len(methods)} methods)"):
-                    hr_f = None
-                    for mid, (label, fn) in methods.items():
-                        out_img, y = fn(p.lr)
-                        if out_img.shape != p.hr.shape:
-                            raise ValueError(f"{set_name}/{p.name}: {mid} output {out_img.shape} != HR {p.hr.shape}")
-                        m = sr_metrics(out_img, p.hr, shave=scale, sr_y=y)
-                        if layers:
-                            with torch.inference_mode():
-                                hr_f = hr_f if hr_f is not None else vgg(_vgg_input(p.hr, scale), layers)
-                                f = vgg(_vgg_input(out_img, scale), layers)
-                            m.update({f"vgg_{n}": float(feature_loss(f[n], hr_f[n])) for n in layers})
-                        per_m[mid].append(m)
-                        if crop.get("set") == set_name and p.name == crop_name and protocol == sr["primary"]:
-                            crops.append(_save_crop(out, scale, mid, label, p, out_img, m, int(crop.get("size", 128)),
-                                                    save_image))
+
+                def keep(mid, label, p, out_img, m, set_name=set_name, protocol=protocol, crop_name=crop_name):
+                    if crop.get("set") == set_name and p.name == crop_name and protocol == sr["primary"]:
+                        crops.append(_save_crop(out, scale, mid, label, p, out_img, m, int(crop.get("size", 128)),
+                                                save_image))
+
+                per_m = score_pairs(methods, pairs, scale, vgg, layers,
+                                    f"x{scale} {set_name} {protocol} ({len(methods)} methods)", on_image=keep)
                 for mid, (label, fn) in methods.items():
                     per = per_m[mid]
                     mean = {k: float(np.mean([r[k] for r in per])) for k in per[0]}
@@ -270,7 +285,7 @@ def run_sr(alias: str | None = None, dirs: dict | None = None) -> dict:
     # MLflow: each model judged at its own scale; summaries over sets on the primary protocol.
     per_model: dict[str, dict] = {}
     for (name, scale), mv in judged.items():
-        mid = "srcnn" if name.startswith("srcnn") else name.rsplit("-", 1)[1]
+        mid = jobname.parse(name).method
         ms = per_model.setdefault(name, {})
         prim = []
         for set_name, by_proto in results.get(f"x{scale}", {}).items():
@@ -440,7 +455,7 @@ def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
     for m in missing:
         _log(f"benchmark_style: {m['model']}: skipped ({m['reason']})")
     for label, mv, model in found:
-        job = mv.name.split("-", 1)[1]
+        job = jobname.parse(mv.name).style
         first_model = first_model or model
         judged[label] = mv
         weights, style_path = objectives[job]

@@ -41,7 +41,7 @@ import yaml
 
 from perceptual_core.zoo import sha256_file  # the project's one streaming SHA-256 of a file
 
-from . import config, owned
+from . import config, jobname, owned
 
 BUNDLE = "BUNDLE.json"
 VGG_FILE = "vgg16_loss_fp16.safetensors"
@@ -82,7 +82,8 @@ def pack(job: str, out: Path, photos: Path | None = None) -> dict:
 
     from . import release
 
-    kind, _, name = job.partition("-")
+    j = jobname.parse(job)
+    kind, name = j.kind, j.style
     if kind != "style":
         raise ValueError(f"gpu bundle: {job!r}: only style-NAME jobs train on the GPU path")
     p = release.release_params()

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from . import config
+from . import config, jobname
 
 RELEASE_TAG = "release.sha256"
 
@@ -86,7 +86,7 @@ def _run_steps(steps: list[list[str]]) -> int:
 
 
 def train(job: str, resume: bool = False) -> int:
-    kind = "style" if job.startswith("style-") else "sr"
+    kind = jobname.parse(job).data
     steps = []
     if not (workdir() / f"metrics/prepare_{kind}.json").is_file():
         steps += [["-m", "pipelines.acquire"], ["-m", "pipelines.prepare", kind]]
@@ -162,7 +162,7 @@ def _gpu_trained(job: str, folder: Path) -> tuple:
         else []
     params = _job_params(release_params(), job)
     params.update({k: g["spec"][k] for k in ("crop", "batch_size", "precision", "channels_last", "lr")}, workers=1)
-    name = job.split("-", 1)[1]
+    name = jobname.parse(job).style
     return model, {"command": f"scripts/gpu_train.sh pack {name}; scripts/gpu_train.sh run {name}",
                    "device": g["device"], "torch": g["torch"], "data": settings()["data"],
                    "iterations": g["iterations"], "wall_seconds": g["train_seconds"],
@@ -199,6 +199,8 @@ def export(job: str, from_gpu: Path | None = None) -> dict:
     entry["reference"] = reference_stats(half_model, r["reference"])
     if entry["task"] == "stylize":
         entry.update(_style_release_info(job, half_model, photos, q, out))
+    else:
+        entry.update(_sr_release_info(job, half_model, out))
     _write_manifest(out, job, entry)
     (out / entry["card"]).write_text(card(job, entry))
     print(f"release: wrote {f} ({entry['bytes']:,} bytes, sha256 {sha}); fp16 storage {db:.1f} dB", file=sys.stderr)
@@ -237,7 +239,8 @@ def training_seconds(jdir: Path) -> float:
 
 def _job_params(p: dict, job: str) -> dict:
     t = p["train"]
-    kind, _, name = job.partition("-")
+    j = jobname.parse(job)
+    kind, name = j.kind, j.style
     s = t[kind]
     keep = {k: v for k, v in s.items() if not isinstance(v, (dict, list)) and k != "data"}  # data: a local path
     if kind == "style":
@@ -254,7 +257,7 @@ def _style_release_info(job: str, model, photos, q: dict, out: Path) -> dict:
 
     from .benchmark import style_objective
 
-    name = job.split("-", 1)[1]
+    name = jobname.parse(job).style
     weights, style_path = style_objective(name)
     style_img = load_image(style_path).to_tensor()
     net = config.loss_network()
@@ -268,6 +271,50 @@ def _style_release_info(job: str, model, photos, q: dict, out: Path) -> dict:
             "provenance": (settings().get("provenance") or {}).get(name.removesuffix("_fast")),
             "quality": {"size": int(q["size"]), "photos": [n for n, _ in photos], "mean": quality, "rows": rows},
             "sample": sample.relative_to(out).as_posix()}
+
+
+def _sr_release_info(job: str, model, out: Path) -> dict:
+    """benchmark_sr's protocol (Y channel, shave = scale, both LR protocols, VGG distance to HR) on
+    `release.sr_quality.sets`, this network beside bicubic, and a bicubic | network | HR sample."""
+    import numpy as np
+
+    from perceptual_core import sr_eval as ev
+    from perceptual_core.io import save_image
+
+    from .benchmark import _crop_box, _data_path, _pairs, score_pairs
+
+    q, bsr = settings()["sr_quality"], config.section("benchmark")["sr"]
+    scale = jobname.parse(job).scale
+    layers = tuple(bsr.get("vgg_layers") or ())
+    net = ev.srcnn_method(model, scale) if model.config["arch"] == "srcnn" else ev.network_method(model, scale)
+    methods = {"bicubic": ("bicubic", ev.bicubic_method(scale)), "ours": ("this network", net)}
+    vgg = config.loss_network() if layers else None
+    smp = q.get("sample") or {}
+    rows, tiles = [], {}
+
+    def keep(mid, label, p, img, m, set_name="", protocol=""):
+        if set_name == smp.get("set") and protocol == bsr["primary"] and p.name == smp.get("image"):
+            y0, x0, s = _crop_box(p.hr, int(smp.get("size", 128)))
+            tiles[mid], tiles["hr"] = img[y0:y0 + s, x0:x0 + s], p.hr[y0:y0 + s, x0:x0 + s]
+
+    for set_name in q["sets"]:
+        sr = {**bsr, "max_images": None}
+        for protocol, pairs in _pairs(set_name, _data_path(bsr["sets"][set_name]), scale, sr).items():
+            per = score_pairs(methods, pairs, scale, vgg, layers, f"release x{scale} {set_name} {protocol}",
+                              on_image=lambda *a, s=set_name, pr=protocol: keep(*a, set_name=s, protocol=pr))
+            for mid, (label, _) in methods.items():
+                mean = {k: round(float(np.mean([r[k] for r in per[mid]])), 5) for k in per[mid][0]}
+                rows.append({"set": set_name, "protocol": protocol, "method": mid, "images": len(per[mid]), **mean})
+    info = {"quality": {"scale": scale, "sets": list(q["sets"]), "primary": bsr["primary"], "rows": rows,
+                        "degradation": config.section("degradation")}}
+    if len(tiles) == 3:
+        import torch
+
+        strip = np.concatenate([tiles["bicubic"], tiles["ours"], tiles["hr"]], axis=1)
+        f = out / "samples" / f"{job}_{smp['set']}_{smp['image']}.png"
+        save_image(f, torch.from_numpy(strip.astype(np.float32) / 255.0).permute(2, 0, 1))
+        info["sample"] = f.relative_to(out).as_posix()
+    return info
 
 
 def style_quality(model, style_img, weights, photos, net, q):
@@ -293,9 +340,20 @@ def card(name: str, e: dict) -> str:
         lines += [f"Fast style transfer network (Johnson et al. 2016; instance norm, reflection padding, "
                   f"nearest-neighbour upsampling, width {e['config'].get('width', 1.0)}) for the style image "
                   f"`{e['style_image']}`: {e.get('provenance') or 'see the data folder SOURCES.md, styles/'}.", ""]
+    else:
+        c, j = e["config"], jobname.parse(name)
+        if j.kind == "srcnn":
+            what = (f"SRCNN 9-1-5 (Dong et al. 2014) retrained here at x{j.scale} with the per-pixel loss on the Y "
+                    f"channel of the bicubic-upscaled LR")
+        else:
+            what = (f"Super-resolution network x{j.scale} (Johnson et al. 2016: residual blocks at the low resolution, "
+                    f"then learned upsampling; width {c.get('width', 1.0)}, {c.get('norm', 'batch')} norm) trained "
+                    f"with " + ("the feature reconstruction loss l_feat (VGG-16 relu2_2) and TV" if j.loss == "feat"
+                                else "the per-pixel loss l_pixel (MSE)"))
+        lines += [what + " on LR made by Gaussian blur then MATLAB bicubic (the paper's protocol).", ""]
     lines += ["## Use", "", "```bash",
               f"perceptual {e['task']} photo.jpg --model {name} -o out.png" +
-              (f"     # or --style {name.split('-', 1)[1]}" if e["task"] == "stylize" else ""), "```", "",
+              (f"     # or --style {jobname.parse(name).style}" if e["task"] == "stylize" else ""), "```", "",
               "## File", "",
               f"- `{e['file']}`: safetensors (tensors only, no pickle), {e['storage']} storage, {e['bytes']:,} bytes",
               f"- SHA-256 `{e['sha256']}` (checked on every load against `MANIFEST.json`)",
@@ -314,7 +372,9 @@ def card(name: str, e: dict) -> str:
               "- loss (first interval -> last): " + ", ".join(
                   f"{k[5:]} {tr['loss_start'].get(k, float('nan')):.4g} -> {v:.4g}" for k, v in tr["loss_end"].items()),
               ""]
-    if e.get("quality"):
+    if e.get("quality") and e["task"] != "stylize":
+        lines += _sr_quality_lines(name, e)
+    elif e.get("quality"):
         q, m = e["quality"], e["quality"]["mean"]
         w = e["objective_weights"]
         lines += ["## Quality (measured on photos never trained on)", "",
@@ -337,6 +397,49 @@ def card(name: str, e: dict) -> str:
         lines += [f"- style loss at most 1/3 of the photo's: {'met' if ratio <= 1 / 3 else 'NOT met'} ({ratio:.3f})",
                   "", f"![sample]({e['sample']})", ""]
     return "\n".join(lines) + "\n"
+
+
+def _sr_quality_lines(name: str, e: dict) -> list[str]:
+    """The card's SR table (measured; published figures labelled) and the release bar it is held to."""
+    from .benchmark import PUBLISHED
+
+    q = e["quality"]
+    rows, scale, loss = q["rows"], q["scale"], jobname.parse(name).loss
+    vgg = sorted(k for k in rows[0] if k.startswith("vgg_"))
+    d = q["degradation"]
+    lines = ["## Quality (measured on benchmark images never trained on)", "",
+             f"Y channel (MATLAB BT.601), {scale} px shaved at the border; LR protocols: `standard` = the set's "
+             f"bicubic LR files, `blur` = Gaussian blur sigma {d['blur_sigma']} then MATLAB bicubic (how it was "
+             f"trained). VGG = feature reconstruction distance to HR (lower is better).", "",
+             "| set | LR | method | Y-PSNR (dB) | SSIM | " + " | ".join(f"VGG {k[4:]}" for k in vgg) + " |",
+             "|---|---|---|---|---|" + "---|" * len(vgg)]
+    for r in rows:
+        label = "bicubic" if r["method"] == "bicubic" else "this network"
+        pub = PUBLISHED.get((r["method"], r["set"], scale)) if r["protocol"] == "standard" else None
+        lines.append(f"| {r['set']} | {r['protocol']} | {label} | {r['psnr_y']:.2f}"
+                     + (f" (published {pub[0]:.2f})" if pub else "") + f" | {r['ssim_y']:.4f} | "
+                     + " | ".join(f"{r[k]:.4g}" for k in vgg) + " |")
+    by = {(r["set"], r["protocol"], r["method"]): r for r in rows}
+    keys = sorted({(r["set"], r["protocol"]) for r in rows})
+    lines += ["", "The release bar:"]
+    if loss == "pixel":
+        gains = {k: by[(*k, "ours")]["psnr_y"] - by[(*k, "bicubic")]["psnr_y"] for k in keys if k[1] == q["primary"]}
+        ok = all(g >= 1.0 for g in gains.values())
+        lines.append(f"- at least 1.0 dB Y-PSNR above bicubic on the {q['primary']} protocol on every set: "
+                     f"{'met' if ok else 'NOT met'} (" + ", ".join(f"{s} {g:+.2f} dB" for (s, _), g in gains.items())
+                     + ")")
+    else:
+        k0 = "vgg_" + e["training"]["params"].get("feat_layer", "relu2_2")
+        if k0 in rows[0]:
+            ok = all(by[(*k, "ours")][k0] < by[(*k, "bicubic")][k0] for k in keys)
+            lines.append(f"- lower VGG {k0[4:]} distance to HR than bicubic on every set and protocol: "
+                         f"{'met' if ok else 'NOT met'} (" + ", ".join(
+                             f"{s} {p} {by[(s, p, 'ours')][k0]:.4g} vs {by[(s, p, 'bicubic')][k0]:.4g}"
+                             for s, p in keys) + ")")
+    if e.get("sample"):
+        lines += ["", f"Centre crop, {q['primary']} protocol: bicubic | this network | HR", "",
+                  f"![sample]({e['sample']})"]
+    return lines + [""]
 
 
 # ----------------------------------------------------------------------------------- registry

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import config, owned
+from . import config, jobname, owned
 
 STATE = "state.pt"
 EVENTS = "events.jsonl"
@@ -39,12 +39,12 @@ LOSS_KEYS = ("total", "content", "style", "tv", "pixel")
 def job_spec(job: str) -> dict:
     """Everything a worker needs for JOB, from params.yaml (resolved paths, plain values)."""
     t = config.section("train")
-    kind, _, name = job.partition("-")
+    j = jobname.parse(job)
     common = {k: t[k] for k in ("lr", "report_every", "checkpoint_every", "seed", "precision", "channels_last",
                                 "compile")}
     common["max_seconds"] = t.get("max_seconds")  # a wall-clock budget: stop (with a checkpoint) at a report
-    if kind == "style":
-        s = t["style"]
+    if j.kind == "style":
+        s, name = t["style"], j.style
         if name not in s["styles"]:
             raise ValueError(f"unknown style job {job!r}: params train.style.styles has {sorted(s['styles'])}")
         style_path = config.data_dir() / s["styles"][name] if not Path(s["styles"][name]).is_absolute() \
@@ -56,30 +56,19 @@ def job_spec(job: str) -> dict:
                     weights=dict(content=s["content_weight"],
                                  style=(s.get("style_weights") or {}).get(name, s["style_weight"]),
                                  tv=(s.get("tv_weights") or {}).get(name, s["tv_weight"])),
-                    data_stage="prepare_style", registered=f"style-{name}",
+                    data_stage="prepare_style", registered=job,
                     **{k: config.section("losses")[k] for k in ("content_layers", "style_layers", "style_size")})
         if (s.get("networks") or {}).get(name):  # per-style network changes, e.g. {width: 0.5} for a fast model
             spec["model"].update(s["networks"][name])
         sec = s
-    elif kind in ("sr", "srcnn"):
-        s = t["sr"] if kind == "sr" else t["srcnn"]
-        scale_s, _, loss = name.partition("-")
-        if not scale_s.startswith("x") or not scale_s[1:].isdigit() or (kind == "sr" and loss not in ("feat", "pixel")):
-            raise ValueError(f"bad job name {job!r}: use sr-x4-feat, sr-x8-pixel, srcnn-x4, ...")
-        scale = int(scale_s[1:])
-        if kind == "srcnn":
-            loss = "pixel"
-            model = dict(arch="srcnn", **s["network"])
-        else:
-            model = dict(arch="sr", scale=scale, **s["network"])
-        weights = (dict(content=1.0, tv=s["tv_weight"]) if loss == "feat" else dict(pixel=1.0))
-        spec = dict(kind=kind, model=model, data=str(config.resolve(t["sr"]["data"])),
-                    columns=["hr", f"lr_x{scale}"], scale=scale, loss=loss, crop=s["crop"], weights=weights,
-                    feat_layers=[s.get("feat_layer", "relu2_2")], data_stage="prepare_sr",
-                    registered=f"sr-x{scale}-{loss}" if kind == "sr" else f"srcnn-x{scale}")
-        sec = s
     else:
-        raise ValueError(f"unknown job {job!r}: style-NAME, sr-xS-feat|pixel or srcnn-xS")
+        s, scale = t[j.kind], j.scale
+        model = dict(arch="srcnn", **s["network"]) if j.kind == "srcnn" else dict(arch="sr", scale=scale, **s["network"])
+        weights = (dict(content=1.0, tv=s["tv_weight"]) if j.loss == "feat" else dict(pixel=1.0))
+        spec = dict(kind=j.kind, model=model, data=str(config.resolve(t["sr"]["data"])),
+                    columns=["hr", f"lr_x{scale}"], scale=scale, loss=j.loss, crop=s["crop"], weights=weights,
+                    feat_layers=[s.get("feat_layer", "relu2_2")], data_stage="prepare_sr", registered=job)
+        sec = s
     spec.update(common, job=job, batch_size=sec["batch_size"], iterations=sec["iterations"],
                 lr=sec.get("lr", t["lr"]), out_dir=str(config.resolve(t["out_dir"]) / job))
     return spec
@@ -175,15 +164,11 @@ def _random_crop(tensors: list[torch.Tensor], crop: int, scales: list[int], gen:
     return [t[..., y // s:(y + crop) // s, x // s:(x + crop) // s] for t, s in zip(tensors, scales)]
 
 
-def _rgb_to_y(x: torch.Tensor) -> torch.Tensor:
-    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    return (65.481 * r + 128.553 * g + 24.966 * b + 16.0) / 255.0
-
-
 def make_step(spec: dict, loss_net):
     """-> fn(model, batch) returning (output, losses dict) for the job's kind."""
     from perceptual_core.io import load_image
     from perceptual_core.losses import PerceptualLoss
+    from perceptual_core.metrics import y_bt601
     from perceptual_core.resize import imresize
 
     wts = spec["weights"]
@@ -203,7 +188,7 @@ def make_step(spec: dict, loss_net):
             return out, crit(out, x)
         hr, lr = _random_crop([batch["hr"], batch[f"lr_x{spec['scale']}"]], spec["crop"], [1, spec["scale"]], gen)
         if spec["kind"] == "srcnn":  # SRCNN restores the bicubic-upscaled Y channel
-            y_hr, y_in = _rgb_to_y(hr), _rgb_to_y(imresize(lr, float(spec["scale"])))
+            y_hr, y_in = y_bt601(hr, axis=1), y_bt601(imresize(lr, float(spec["scale"])), axis=1)
             out = model(y_in)
             loss = F.mse_loss(out, y_hr)
             return out, {"total": loss, "pixel": loss}
@@ -336,6 +321,7 @@ def _validation_grid(model, spec: dict, n: int = 4):
     """Rows of (input, output[, target]) for n val patches, as one uint8 image."""
     import numpy as np
 
+    from perceptual_core.metrics import y_bt601
     from perceptual_core.resize import imresize
     from perceptual_core.shards import PatchShards, shard_files
 
@@ -356,8 +342,8 @@ def _validation_grid(model, spec: dict, n: int = 4):
                 hr, lr = r["hr"][None], r[f"lr_x{spec['scale']}"][None]
                 up = imresize(lr, float(spec["scale"])).clamp(0, 1)
                 if spec["kind"] == "srcnn":
-                    y = model(_rgb_to_y(up)).clamp(0, 1)
-                    out = (up + (y - _rgb_to_y(up))).clamp(0, 1)  # SRCNN's luma change on the bicubic RGB
+                    y = model(y_bt601(up, axis=1)).clamp(0, 1)
+                    out = (up + (y - y_bt601(up, axis=1))).clamp(0, 1)  # SRCNN's luma change on the bicubic RGB
                 else:
                     out = model(lr).clamp(0, 1)
                 tiles = [up, out, hr]

@@ -242,3 +242,48 @@ def test_export_writes_file_card_and_manifest_from_a_training_run(store, tmp_pat
     assert (shipped / entry["sample"]).is_file() and len(entry["reference"]["mean"]) == 3
     assert zoo.load("style-tiny", folder=shipped)(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
     config._load.cache_clear()
+
+
+def test_export_of_an_sr_model_scores_it_beside_bicubic_on_both_protocols(store, tmp_path, weights_cache, data_dir):
+    """`release export sr-x4-pixel`: benchmark_sr's protocol on Set5 (standard LR files and blur), bicubic
+    beside the network (its published Set5 figure reproduced), the bar on the card, a bicubic | net | HR strip."""
+    import torch
+
+    from perceptual_core import zoo
+    from perceptual_core.checkpoint import save_checkpoint
+    from perceptual_core.networks import build_model
+    from pipelines import config
+
+    wd = _small_export_params(tmp_path)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["release"]["sr_quality"]["sets"] = ["Set5"]
+    params["benchmark"]["sr"]["vgg_layers"] = ["relu2_2"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    config._load.cache_clear()
+    jdir = wd / "train" / "sr-x4-pixel"
+    jdir.mkdir(parents=True)
+    (wd / "params.yaml").write_text(yaml.safe_dump(release.release_params()))
+    torch.manual_seed(0)
+    model = build_model({"arch": "sr", "scale": 4, "width": 0.25}).eval()
+    save_checkpoint(jdir / "model.pt", model, meta={"run_id": "r2"})
+    (jdir / "metrics.json").write_text(json.dumps({"iterations": 5, "iterations_per_s": 2.0,
+                                                   "loss_start": {"loss_total": 0.2}, "loss_end": {"loss_total": 0.1}}))
+    (jdir / "events.jsonl").write_text(json.dumps({"time": 0.0, "event": "start", "rank": 0}) + "\n" +
+                                       json.dumps({"time": 36.0, "event": "report", "rank": 0}) + "\n")
+    entry = release.export("sr-x4-pixel")
+    rows = {(r["set"], r["protocol"], r["method"]): r for r in entry["quality"]["rows"]}
+    assert set(rows) == {("Set5", p, m) for p in ("standard", "blur") for m in ("bicubic", "ours")}
+    assert abs(rows[("Set5", "standard", "bicubic")]["psnr_y"] - 28.42) < 0.05  # the published bicubic row
+    # the blur protocol loses detail before the bicubic: bicubic scores lower there
+    assert rows[("Set5", "blur", "bicubic")]["psnr_y"] < rows[("Set5", "standard", "bicubic")]["psnr_y"]
+    assert all(r["vgg_relu2_2"] > 0 and r["images"] == 5 for r in rows.values())
+    card = (tmp_path / "shipped" / "sr-x4-pixel.md").read_text()
+    assert "(published 28.42)" in card and "1.0 dB Y-PSNR above bicubic on the blur protocol" in card
+    assert "NOT met" in card  # an untrained network does not beat bicubic
+    assert "perceptual upscale photo.jpg --model sr-x4-pixel" in card
+    from perceptual_core.io import load_image
+
+    strip = load_image(tmp_path / "shipped" / entry["sample"]).pixels
+    assert strip.shape[:2] == (128, 3 * 128)
+    assert zoo.get("sr-x4-pixel", tmp_path / "shipped").sha256 == entry["sha256"]
+    config._load.cache_clear()
