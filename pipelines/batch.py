@@ -84,6 +84,7 @@ class BatchSpec:
     engine_verify: bool = True
     engine_tolerance: dict | None = None
     engine_cache: str | None = None  # inference.onnx_cache, absolute (a worker that cannot write it exports)
+    require_promoted: bool = True  # models:/ refs: only versions `promote` moved to champion, or releases
 
     @classmethod
     def from_params(cls, **kw) -> BatchSpec:
@@ -592,6 +593,13 @@ def _checkpoint_bytes(spec: BatchSpec) -> bytes:
 
     from .modelref import check_task, checkpoint_bytes
 
+    if spec.model.startswith("models:/") and spec.require_promoted:
+        from .promote import unservable
+
+        why = unservable(spec.model)
+        if why:
+            raise ValueError(f"--model {spec.model}: {why}; batch jobs serve promoted versions only "
+                             f"(`perceptual promote NAME`, or --allow-unpromoted for a trial run)")
     data = checkpoint_bytes(spec.model)
     cfg = read_checkpoint(spec.model, data)["config"]  # fail here, once, not in every actor
     check_task(cfg, spec.model, spec.kind, spec.scale)

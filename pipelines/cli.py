@@ -183,7 +183,8 @@ def cmd_batch(a, kind: str) -> int:
                 output_archive=a.output_archive or None, shard_size=a.shard_size, tile=a.tile, overlap=a.overlap,
                 actors=a.actors, cpus_per_actor=a.cpus_per_actor, gpus_per_actor=a.gpus, endpoint=a.endpoint,
                 device=a.device, max_pixels=a.max_pixels, engine="local" if a.no_ray else "ray",
-                model_engine=a.engine, precision=a.precision, pipeline=a.pipeline)
+                model_engine=a.engine, precision=a.precision, pipeline=a.pipeline,
+                require_promoted=False if a.allow_unpromoted else None)
     if kind == "stylize":
         opts["preserve_color"] = a.preserve_color or None
     else:
@@ -226,6 +227,9 @@ def _batch_parser(sub) -> None:
         s.add_argument("--pipeline", choices=["auto", "fused", "staged"],
                        help="fused: each actor reads/infers/writes its files; staged: separate read/write tasks "
                             "(params: batch.pipeline)")
+        s.add_argument("--allow-unpromoted", action="store_true",
+                       help="serve a models:/ version that `perceptual promote` never moved to champion "
+                            "(params: batch.require_promoted)")
         s.add_argument("--no-ray", action="store_true", help="a plain loop in this process (no Ray)")
         s.set_defaults(fn=lambda a, k=kind: cmd_batch(a, k))
     jobs.add_cli(bsub)

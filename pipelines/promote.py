@@ -228,6 +228,29 @@ def promote(name: str, *, rollback: bool = False, dry_run: bool = False, by: str
     return _finish(client, dec, dry_run)
 
 
+def unservable(uri: str) -> str | None:
+    """Why the registry version behind ``uri`` may not serve batch jobs, or None when it may.
+
+    Servable: a version `perceptual promote` moved to champion (promotion.decision promoted or
+    first_champion, not rolled back since) or a shipped release (release.sha256, written by
+    `pipelines.release register`). An alias alone proves nothing: anyone who can write to the
+    registry can point `champion` anywhere; the decision tags record that the benchmark judged it."""
+    from .release import RELEASE_TAG
+
+    name, alias, version = tracking._parse_models_uri(uri)
+    mv = tracking._lookup(uri, name, alias=alias, version=version)
+    tags = mv.tags or {}
+    if tags.get(RELEASE_TAG):
+        return None
+    if tags.get(PREFIX + "rolled_back_at"):
+        return (f"{name} v{mv.version} was rolled back from {CHAMPION} by {tags.get(PREFIX + 'rolled_back_by', '?')} "
+                f"at {tags[PREFIX + 'rolled_back_at']}")
+    if tags.get(PREFIX + "decision") in MOVES:
+        return None
+    return (f"{name} v{mv.version} was never promoted (no {PREFIX}decision promoted/first_champion tag, not a "
+            f"shipped release)")
+
+
 def _finish(client, dec: dict, dry_run: bool) -> dict:
     if dry_run:
         return dec

@@ -263,3 +263,42 @@ def test_project_params_judge_every_trained_model_on_its_paper_metric(monkeypatc
         f = promote.family(n)
         assert f["metric"] == want[kind], n
         assert f["min_delta"] > 0 or f["min_rel_delta"] > 0, f"{n}: promotion without a margin"
+
+
+def test_batch_jobs_serve_promoted_versions_only(store, tmp_path, capsys):
+    """A registry version reaches a batch job only once `promote` made it champion (or it is a release):
+    moving an alias by hand is not enough, a rolled-back version is refused, --allow-unpromoted overrides."""
+    import numpy as np
+    from PIL import Image
+
+    from pipelines import batch
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 20, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+
+    def run(uri, *extra):
+        return cli.main(["batch", "upscale", "--model", uri, "--scale", "4", "--input", str(tmp_path / "a.png"),
+                         "--output", str(tmp_path / "out"), "--no-ray", "--overwrite", *extra])
+
+    v1 = _version(store, "srcnn-serve", 27.0)
+    assert run("models:/srcnn-serve@challenger") == 2
+    err = capsys.readouterr().err
+    assert f"srcnn-serve v{v1} was never promoted" in err and "--allow-unpromoted" in err
+    assert not (tmp_path / "out").exists()
+    tracking.set_alias("srcnn-serve", promote.CHAMPION, v1)  # an alias moved by hand proves nothing
+    assert run("models:/srcnn-serve@champion") == 2 and "never promoted" in capsys.readouterr().err
+    assert run("models:/srcnn-serve@champion", "--allow-unpromoted") == 0
+    assert Image.open(tmp_path / "out" / "a.png").size == (80, 96)
+
+    _client().delete_registered_model_alias("srcnn-serve", promote.CHAMPION)
+    promote.promote("srcnn-serve")  # first champion: servable by alias and by version
+    assert run("models:/srcnn-serve@champion") == 0 and run(f"models:/srcnn-serve/{v1}") == 0
+    v2 = _version(store, "srcnn-serve", 28.0)
+    promote.promote("srcnn-serve")
+    spec = batch.BatchSpec.from_params(kind="upscale", model="models:/srcnn-serve@champion", input="x", output="y",
+                                       scale=4)
+    assert batch._checkpoint_bytes(spec)  # v2, promoted
+    promote.promote("srcnn-serve", rollback=True)
+    with pytest.raises(ValueError, match=f"srcnn-serve v{v2} was rolled back"):
+        batch._checkpoint_bytes(batch.BatchSpec.from_params(
+            kind="upscale", model=f"models:/srcnn-serve/{v2}", input="x", output="y", scale=4))
+    assert batch._checkpoint_bytes(spec)  # champion is v1 again, still promoted

@@ -45,6 +45,7 @@ def test_register_release_once_as_champion_and_loadable(store, tmp_path):
         mv = c.get_model_version_by_alias(name, "champion")
         assert mv.tags[release.RELEASE_TAG] == zoo.get(name).sha256
     assert json.loads((tmp_path / "release.json").read_text())[1]["champion"] == "1"
+    assert promote.unservable("models:/style-tiny@champion") is None  # a release serves batch jobs
     # the registered checkpoint is the shipped network (same weights through models:/ as by name)
     import torch
 
