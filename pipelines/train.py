@@ -109,6 +109,10 @@ class _Worker:
         return model
 
     def restored_state(self, out_dir: Path, resume: bool) -> dict | None:
+        """The state to continue from: Ray's last committed checkpoint (a restarted worker group, or a
+        new driver on the same storage: `--resume` after the driver died), else with ``resume`` the
+        rank-0 copy in out_dir/last (plain PyTorch). Ray's wins even when out_dir/last is newer: on a
+        cluster only Ray's reaches every worker, and all ranks must start from the same state."""
         path = None
         if self.ray:
             import ray.train
