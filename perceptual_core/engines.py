@@ -166,7 +166,7 @@ def _describe(model: nn.Module) -> list[_Layer]:
                 layers += [a, b]
         else:
             layers += _layers_of(blk)
-    layers[-1].tanh = True
+    layers[-1].tanh = getattr(model, "skip", "none") == "none"  # skip="bicubic": Engine adds the skip path
     return layers
 
 
@@ -517,6 +517,8 @@ class Engine:
                 y = self._runner(xp)
                 if crop is not None:
                     y = y[..., :crop[0], :crop[1]]
+                if getattr(self.model, "skip", "none") == "bicubic":  # SRNet's global skip, in fp32
+                    y = y.float() + self.model.upscale_input(x.to(y.device, torch.float32))
             y = y.float().cpu()
         return y.clone() if y.is_inference() else y  # a normal tensor: callers may modify it in place
 

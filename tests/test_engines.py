@@ -246,3 +246,33 @@ def test_gpu_speed_script_runs_without_ray_or_data(tmp_path, data_dir):
     assert rows["eager", "fp32"]["sizes"]["48"]["psnr_vs_plain_db"] > 60
     assert out["gatys_speedup"]["48"]["speedup_500"] > 1
     assert "partial" not in json.loads((tmp_path / "s.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["eager", "onnx"])
+def test_sr_bicubic_skip_runs_in_every_engine_and_in_tiles(name, photos):
+    """SRNet(skip="bicubic"): the engines run the body and add the bicubic skip in fp32; tiled and
+    checkpoint round trips give the same network; an untrained one is bicubic plus a correction."""
+    from perceptual_core.tiling import tiled_forward
+
+    model = _contrasty(SRNet(scale=4, norm="batch", padding="zero", width=0.25, skip="bicubic"))
+    assert model.config["skip"] == "bicubic" and "skip" not in SRNet(scale=4).config  # paper configs unchanged
+    lr = torch.nn.functional.interpolate(photos[0], scale_factor=0.5, mode="area")
+    eng = build_engine(model, name, images=[lr])
+    assert eng.verified["max_abs"] < CLOSE
+    with torch.inference_mode():
+        ref = model(lr)
+        tiled = tiled_forward(model, lr, tile=32, overlap=24)
+    assert ref.shape[-2:] == (lr.shape[-2] * 4, lr.shape[-1] * 4)
+    assert (eng(lr) - ref).abs().max() < CLOSE and (tiled - ref).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="skip"):
+        SRNet(scale=4, skip="nearest")
+
+
+def test_sr_skip_survives_the_checkpoint(tmp_path):
+    from perceptual_core.checkpoint import load_model, save_checkpoint
+
+    model = _contrasty(SRNet(scale=8, width=0.25, skip="bicubic"))
+    back = load_model(save_checkpoint(tmp_path / "m.pt", model))
+    x = torch.rand(1, 3, 9, 7)
+    with torch.inference_mode():
+        assert torch.equal(back(x), model(x)) and back.skip == "bicubic"
