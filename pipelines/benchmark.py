@@ -37,6 +37,7 @@ PAPER_SPEED = {256: {"ours": 0.015, 100: 3.17, 300: 9.52, 500: 15.86},
                512: {"ours": 0.05, 100: 10.97, 300: 32.91, 500: 54.85},
                1024: {"ours": 0.21, 100: 42.89, 300: 128.66, 500: 214.44}}
 METHODS = ("bicubic", "srcnn-official", "srcnn", "pixel", "feat")
+CHAMPION = "champion"  # also judged when the benchmark's alias is another (the release, a promoted model)
 
 
 def _log(msg: str) -> None:
@@ -182,14 +183,27 @@ def _methods(scale: int, sr: dict, alias: str, judged: dict, missing: list) -> d
             missing.append({"method": mid, "scale": scale, "reason": mv})
             _log(f"benchmark_sr: x{scale} {mid}: skipped ({mv})")
             continue
-        if mid == "srcnn":
-            native = jobname.parse(name).scale
-            label = f"SRCNN (ours, v{mv.version})" + ("" if native == scale else f" + bicubic x{scale // native}")
-            out[mid] = (label, _srcnn_then_bicubic(model, scale, native))
-        else:
-            out[mid] = (f"ours l_{mid} (v{mv.version})", ev.network_method(model, scale))
-        judged.setdefault((name, scale if mid != "srcnn" else native), mv)
+        versions = [(mid, name, model, mv)]
+        if alias != CHAMPION:  # the champion is judged on the same images, so promotion can compare them
+            cmodel, cmv = registry_model(name, CHAMPION)
+            if cmodel is not None and str(cmv.version) != str(mv.version):
+                versions.append((f"{mid}@{CHAMPION}", f"{name}@{CHAMPION}", cmodel, cmv))
+        for m_id, label_name, net, v in versions:
+            tag = f"{CHAMPION} v{v.version}" if "@" in m_id else f"v{v.version}"
+            if mid == "srcnn":
+                native = jobname.parse(name).scale
+                label = f"SRCNN (ours, {tag})" + ("" if native == scale else f" + bicubic x{scale // native}")
+                out[m_id] = (label, _srcnn_then_bicubic(net, scale, native))
+            else:
+                out[m_id] = (f"ours l_{mid} ({tag})", ev.network_method(net, scale))
+            judged.setdefault((label_name, scale if mid != "srcnn" else native), v)
     return out
+
+
+def _method_id(label_name: str) -> str:
+    """The SR table's method id of a judged model: srcnn | pixel | feat, `@champion` for the champion."""
+    name, at, alias = label_name.partition("@")
+    return jobname.parse(name).method + (at + alias if at else "")
 
 
 def _vgg_input(img: np.ndarray, shave: int) -> torch.Tensor:
@@ -285,7 +299,7 @@ def run_sr(alias: str | None = None, dirs: dict | None = None) -> dict:
     # MLflow: each model judged at its own scale; summaries over sets on the primary protocol.
     per_model: dict[str, dict] = {}
     for (name, scale), mv in judged.items():
-        mid = jobname.parse(name).method
+        mid = _method_id(name)
         ms = per_model.setdefault(name, {})
         prim = []
         for set_name, by_proto in results.get(f"x{scale}", {}).items():

@@ -26,7 +26,8 @@ from . import config, owned
 
 # The paper's column order (bicubic, ours l_pixel, SRCNN, ours l_feat), plus the SRCNN retrained here.
 METHOD_NAMES = {"bicubic": "bicubic", "pixel": "ours l_pixel", "srcnn-official": "SRCNN (official)",
-                "srcnn": "SRCNN (retrained)", "feat": "ours l_feat"}
+                "srcnn": "SRCNN (retrained)", "feat": "ours l_feat", "srcnn@champion": "SRCNN (retrained, champion)",
+                "pixel@champion": "ours l_pixel (champion)", "feat@champion": "ours l_feat (champion)"}
 
 
 def _load(path: Path) -> dict | None:
@@ -309,7 +310,7 @@ def render(bench_dirs: dict, out: Path, *, title: str = "perceptual: benchmark r
         crops = _load(bout / "sr_crops.json") or []
         for scale in sorted({c["scale"] for c in crops}):
             cs = [c for c in crops if c["scale"] == scale]
-            order = {m: i for i, m in enumerate(("bicubic", "srcnn-official", "srcnn", "pixel", "feat"))}
+            order = {m: i for i, m in enumerate(METHOD_NAMES)}
             cs.sort(key=lambda c: order.get(c["method"], 9))
             items = [(f"HR ({cs[0]['image']})", (bout / cs[0]["hr"]).read_bytes())]
             items += [(f"{c['label']}: {c['psnr_y']:.2f} dB / {c['ssim_y']:.4f}", (bout / c["file"]).read_bytes())

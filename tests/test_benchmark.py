@@ -86,3 +86,44 @@ def test_report_anchor_line_prints_what_was_measured():
     assert anchor_line(sr) == ("Anchors, measured by this run on the standard LR files: bicubic x4 Set5 27.10 dB "
                                "(published 28.42).")
     assert anchor_line({"results": {"x8": {}}}) is None
+
+
+def test_sr_benchmark_judges_the_champion_beside_the_challenger(tmp_path, bench_params, monkeypatch):
+    """A shipped release (or an earlier promotion) is `champion`, a retrain is `challenger`: both are
+    scored on the same images and both runs get bench.* metrics, so `promote` can compare them."""
+    import torch
+    from mlflow import MlflowClient
+
+    from perceptual_core.checkpoint import save_checkpoint
+    from perceptual_core.networks import SRNet
+    from pipelines import promote, tracking
+
+    env = bench_params(sets={"Set5": "Set5/HR"}, scales=[4], protocols=["standard"], primary="standard",
+                       vgg_layers=[], srcnn_official={}, crop={"set": "Set5", "image": "bird", "size": 32})
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    versions = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = SRNet(scale=4, width=0.25, skip="bicubic").eval()
+        run_id = tracking.start_run("sr-x4-pixel", {"job": "x"})
+        ckpt = save_checkpoint(tmp_path / f"m{seed}.pt", model)
+        versions.append(str(tracking.finish_run(run_id, model, ckpt, model_name="sr-x4-pixel",
+                                                example_hw=(8, 8)).version))
+    tracking.set_alias("sr-x4-pixel", promote.CHAMPION, versions[0])  # v2 is the challenger
+    cli("benchmark", "sr", env_extra=env)
+    doc = json.loads((tmp_path / "metrics/benchmark_sr.json").read_text())
+    got = doc["results"]["x4"]["Set5"]["standard"]
+    assert {"bicubic", "pixel", "pixel@champion"} <= set(got) and got["pixel"] != got["pixel@champion"]
+    assert doc["labels"]["x4/pixel@champion"] == f"ours l_pixel (champion v{versions[0]})"
+    assert doc["versions"]["sr-x4-pixel@champion"]["version"] == versions[0]
+    client = MlflowClient(tracking.tracking_uri())
+    for v, mid in zip(versions, ("pixel@champion", "pixel")):
+        mv = client.get_model_version("sr-x4-pixel", v)
+        m = client.get_run(mv.run_id).data.metrics
+        assert m["bench.psnr_y_mean"] == pytest.approx(got[mid]["psnr_y"], abs=1e-4) and mv.tags["bench.config"]
+        assert m["bench.bicubic.psnr_y_mean"] == pytest.approx(got["bicubic"]["psnr_y"], abs=1e-4)
+    from pipelines.report import sr_tables
+
+    head = sr_tables(doc)[0][1]
+    assert "ours l_pixel (champion)" in head and "ours l_pixel" in head
