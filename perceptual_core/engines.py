@@ -52,12 +52,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .networks import MirrorPad, ResidualBlock, SRNet, TransformNet, _pad_bottom_right
+from .options import ENGINES, PRECISIONS
 
 __all__ = ["ENGINES", "PRECISIONS", "TOLERANCE", "Engine", "EngineMismatchError", "build_engine", "resolve",
            "export_onnx", "fast_cpu_net", "portable_net", "verification_images", "psnr", "nnpack_available"]
 
-ENGINES = ("auto", "eager", "compile", "onnx")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Verification bounds on [0, 1] outputs against the plain fp32 network: max_abs (largest |difference|)
 #: for fp32 engines, min_psnr (dB) for reduced precision.
 TOLERANCE = {"fp32": {"max_abs": 2e-3}, "bf16": {"min_psnr": 40.0}, "fp16": {"min_psnr": 40.0}}

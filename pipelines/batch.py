@@ -117,10 +117,12 @@ class BatchSpec:
             raise ValueError(f"--pipeline must be auto, fused or staged, got {self.pipeline!r}")
         if self.preserve_color and self.kind != "stylize":
             raise ValueError("--preserve-color only applies to stylize")
-        if self.model_engine not in ("auto", "eager", "compile", "onnx"):
-            raise ValueError(f"--engine must be auto, eager, compile or onnx, got {self.model_engine!r}")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"--precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        from perceptual_core.options import ENGINES, PRECISIONS
+
+        if self.model_engine not in ENGINES:
+            raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {self.model_engine!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from perceptual_core.options import ENGINES, PRECISIONS
+
 from . import config
 
 
@@ -219,9 +221,9 @@ def _batch_parser(sub) -> None:
         s.add_argument("--endpoint", help="S3-compatible endpoint URL (else AWS_ENDPOINT_URL)")
         s.add_argument("--address", help="Ray cluster address (else RAY_ADDRESS, else a local instance)")
         s.add_argument("--device", help="auto | cpu | cuda")
-        s.add_argument("--engine", choices=["auto", "eager", "compile", "onnx"],
+        s.add_argument("--engine", choices=ENGINES,
                        help="inference engine in each actor (params: inference.engine)")
-        s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+        s.add_argument("--precision", choices=PRECISIONS,
                        help="bf16/fp16 need CUDA (params: inference.precision)")
         s.add_argument("--max-pixels", type=int, help="refuse larger images")
         s.add_argument("--pipeline", choices=["auto", "fused", "staged"],
@@ -260,9 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--preserve-color", action="store_true", default=False,
                        help="stylize: keep the input's colours (luminance-only transfer)")
         inf = config.section("inference")
-        s.add_argument("--engine", choices=["auto", "eager", "compile", "onnx"], default=inf["engine"],
+        s.add_argument("--engine", choices=ENGINES, default=inf["engine"],
                        help="inference engine, verified against the plain network first (params: inference.engine)")
-        s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=inf["precision"],
+        s.add_argument("--precision", choices=PRECISIONS, default=inf["precision"],
                        help="bf16/fp16 need CUDA (params: inference.precision)")
         s.set_defaults(fn=lambda a, k=kind: _run_model(a, k))
 

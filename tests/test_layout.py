@@ -35,3 +35,25 @@ def test_a_section_is_a_copy():
     t["ray"]["num_workers"] = 99
     t["lr"] = -1
     assert config.section("train")["ray"]["num_workers"] != 99 and config.section("train")["lr"] > 0
+
+
+def test_engine_choices_are_written_out_once():
+    """--engine / --precision choices live in perceptual_core/options.py (torch-free, so the CLI parser
+    needs no torch); the engines, the batch job spec and the CLI read them from there."""
+    import sys
+
+    from perceptual_core.options import ENGINES, PRECISIONS
+
+    root = Path(__file__).resolve().parents[1]
+    for f in [*root.glob("perceptual_core/*.py"), *root.glob("pipelines/*.py")]:
+        if f.name == "options.py":
+            continue
+        text = f.read_text()
+        for lst in (ENGINES, PRECISIONS):
+            for quoted in (", ".join(f'"{c}"' for c in lst[1:]), ", ".join(f"'{c}'" for c in lst[1:])):
+                assert quoted not in text, f"{f.name} writes out {lst}: import it from perceptual_core.options"
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-c", "import sys, pipelines.cli as c; c.build_parser(); "
+                        "print('torch' in sys.modules)"], cwd=root, capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "False"
