@@ -411,10 +411,9 @@ def append_history(path: Path, rows: list[dict]):
             raise ValueError(f"{path}: the report history is not readable Parquet ({e}); move it aside to start "
                              f"a new one") from e
         new = pd.concat([old, new], ignore_index=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    new.to_parquet(tmp, index=False)
-    os.replace(tmp, path)  # a killed run never leaves a half-written history
+    from perceptual_core.io import atomic_write
+
+    atomic_write(path, lambda f: new.to_parquet(f, index=False))  # a killed run never leaves a half-written history
     return new
 
 

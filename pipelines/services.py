@@ -162,9 +162,9 @@ def _tail(path: Path, n: int = 3000) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from perceptual_core.io import atomic_write
+
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def load_env_file(path: str | os.PathLike | None = None) -> dict[str, str]:
