@@ -8,7 +8,8 @@ from perceptual_core import sr_eval as ev
 
 
 def make_method(method: str, scale: int, weights: str | None = None):
-    """bicubic | srcnn-official (needs --weights, a .mat) | path to an SR network checkpoint."""
+    """bicubic | srcnn-official (needs --weights, a .mat) | an SR network: a checkpoint file, a shipped
+    model (`perceptual models`) or models:/NAME@ALIAS, loaded and checked by pipelines.modelref."""
     if method == "bicubic":
         return ev.bicubic_method(scale), {"method": "bicubic"}
     if method == "srcnn-official":
@@ -17,21 +18,18 @@ def make_method(method: str, scale: int, weights: str | None = None):
         from perceptual_core.srcnn import load_srcnn_mat
 
         return ev.srcnn_method(load_srcnn_mat(weights), scale), {"method": "srcnn-official", "weights": str(weights)}
-    p = Path(method)
-    if not p.is_file():
-        raise ValueError(f"--method {method!r}: not 'bicubic', 'srcnn-official' or an existing checkpoint file")
-    from perceptual_core.checkpoint import load_model
     from perceptual_core.inference import auto_device
 
-    model = load_model(p, auto_device())
-    arch = model.config["arch"]
-    if arch == "srcnn":
-        return ev.srcnn_method(model, scale), {"method": "srcnn", "checkpoint": str(p)}
-    if arch != "sr":
-        raise ValueError(f"--method {p}: holds a {arch!r} network, not an SR network")
-    if model.config["scale"] != scale:
-        raise ValueError(f"--method {p}: the network upscales x{model.config['scale']}, but --scale is {scale}")
-    return ev.network_method(model, scale, str(next(model.parameters()).device)), {"method": "network", "checkpoint": str(p)}
+    from . import modelref
+
+    try:
+        model, _ = modelref.load(method, "upscale", auto_device(), scale=scale)
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(str(e).replace("--model", "--method", 1) + " (or 'bicubic', 'srcnn-official')") from None
+    if model.config["arch"] == "srcnn":
+        return ev.srcnn_method(model, scale), {"method": "srcnn", "checkpoint": str(method)}
+    return ev.network_method(model, scale, str(next(model.parameters()).device)), {"method": "network",
+                                                                                   "checkpoint": str(method)}
 
 
 def run_sr_eval(method: str, hr: str, scale: int, lr_dir: str | None = None, weights: str | None = None,

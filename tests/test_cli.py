@@ -119,3 +119,13 @@ def test_a_tile_too_small_is_a_usage_error_everywhere(tmp_path, data_dir):
     assert rc == 2 and not (tmp_path / "out").exists()
     assert cli("stylize", str(photo), "--model", str(model), "--tile", "16", "-o", str(tmp_path / "o.png")
                ).returncode == 0
+
+
+def test_sr_eval_takes_a_shipped_name_and_refuses_a_style_network(tmp_path, data_dir, tiny_zoo):
+    out = tmp_path / "shipped.json"
+    cli("sr-eval", "--method", "sr-x4-tiny", "--hr", data_dir / "Set5/HR", "--scale", 4, "--json", out)
+    assert json.loads(out.read_text())["checkpoint"] == "sr-x4-tiny"
+    r = cli("sr-eval", "--method", "style-tiny", "--hr", data_dir / "Set5/HR", "--scale", 4, check=False)
+    assert r.returncode == 2 and "--method style-tiny" in r.stderr and "cannot upscale" in r.stderr
+    r = cli("sr-eval", "--method", "nope", "--hr", data_dir / "Set5/HR", "--scale", 4, check=False)
+    assert r.returncode == 2 and "--method nope" in r.stderr and "bicubic" in r.stderr
