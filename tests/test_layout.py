@@ -57,3 +57,27 @@ def test_engine_choices_are_written_out_once():
     r = subprocess.run([sys.executable, "-c", "import sys, pipelines.cli as c; c.build_parser(); "
                         "print('torch' in sys.modules)"], cwd=root, capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "False"
+
+
+def test_every_training_setting_the_job_reads_is_a_dvc_param_of_its_stage():
+    """A changed setting retrains: each train_* stage lists, as DVC params, every `train.*` value
+    train.job_spec puts into the job (and the `losses` section for style jobs)."""
+    import yaml
+
+    from pipelines import train
+
+    root = Path(__file__).resolve().parents[1]
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    common = {"train.seed", "train.precision", "train.channels_last", "train.compile", "train.max_seconds",
+              "train.report_every", "train.checkpoint_every", "train.ray"}
+    need = {"train_style": common | {"train.style", "train.lr", "losses"},
+            "train_sr": common | {"train.sr", "train.lr"},
+            "train_srcnn": common | {"train.srcnn", "train.sr.data"}}
+    for stage, keys in need.items():
+        params = set(stages[stage]["do"]["params"])
+        assert keys <= params, f"{stage}: missing DVC params {sorted(keys - params)}"
+    import inspect
+
+    src = inspect.getsource(train.job_spec)
+    for k in ("lr", "report_every", "checkpoint_every", "seed", "precision", "channels_last", "compile", "max_seconds"):
+        assert f'"{k}"' in src, k  # the list above follows what job_spec reads
