@@ -14,7 +14,7 @@ from torch import nn
 
 __all__ = ["TransformNet", "SRNet", "build_model", "count_parameters"]
 
-_NORMS = ("batch", "instance")
+_NORMS = ("batch", "instance", "none")  # none: not in the paper (SR without batch statistics, as EDSR)
 
 
 def _check(name: str, value, allowed) -> None:
@@ -26,8 +26,12 @@ def _ch(base: int, width: float) -> int:
     return max(1, int(round(base * width)))
 
 
-def _norm(kind: str, c: int) -> nn.Module:
-    return nn.BatchNorm2d(c) if kind == "batch" else nn.InstanceNorm2d(c, affine=True)
+def _norm(kind: str, c: int) -> list[nn.Module]:
+    """The normalisation layer after a conv, as a list (empty for "none", so module indices of the
+    batch/instance networks, and thus their checkpoints' keys, stay as they were)."""
+    if kind == "none":
+        return []
+    return [nn.BatchNorm2d(c) if kind == "batch" else nn.InstanceNorm2d(c, affine=True)]
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1, pad: str = "zero") -> list[nn.Module]:
@@ -38,7 +42,7 @@ def _conv(cin: int, cout: int, k: int, stride: int = 1, pad: str = "zero") -> li
 
 
 def _conv_block(cin, cout, k, stride, pad, norm) -> nn.Sequential:
-    return nn.Sequential(*_conv(cin, cout, k, stride, pad), _norm(norm, cout), nn.ReLU(inplace=True))
+    return nn.Sequential(*_conv(cin, cout, k, stride, pad), *_norm(norm, cout), nn.ReLU(inplace=True))
 
 
 def _up_block(cin, cout, upsample, pad, norm) -> nn.Sequential:
@@ -46,7 +50,7 @@ def _up_block(cin, cout, upsample, pad, norm) -> nn.Sequential:
         layers = [nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)]
     else:  # resize-convolution: no checkerboard artifacts
         layers = [nn.Upsample(scale_factor=2, mode="nearest"), *_conv(cin, cout, 3, 1, pad)]
-    return nn.Sequential(*layers, _norm(norm, cout), nn.ReLU(inplace=True))
+    return nn.Sequential(*layers, *_norm(norm, cout), nn.ReLU(inplace=True))
 
 
 class ResidualBlock(nn.Module):
@@ -60,8 +64,8 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.crop = 2 if pad == "none" else 0
         self.body = nn.Sequential(
-            *_conv(c, c, 3, 1, pad), _norm(norm, c), nn.ReLU(inplace=True),
-            *_conv(c, c, 3, 1, pad), _norm(norm, c),
+            *_conv(c, c, 3, 1, pad), *_norm(norm, c), nn.ReLU(inplace=True),
+            *_conv(c, c, 3, 1, pad), *_norm(norm, c),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -248,13 +248,14 @@ def test_gpu_speed_script_runs_without_ray_or_data(tmp_path, data_dir):
     assert "partial" not in json.loads((tmp_path / "s.json").read_text())
 
 
-@pytest.mark.parametrize("name", ["eager", "onnx"])
-def test_sr_bicubic_skip_runs_in_every_engine_and_in_tiles(name, photos):
-    """SRNet(skip="bicubic"): the engines run the body and add the bicubic skip in fp32; tiled and
-    checkpoint round trips give the same network; an untrained one is bicubic plus a correction."""
+@pytest.mark.parametrize("name,norm", [("eager", "batch"), ("onnx", "batch"), ("eager", "none"), ("onnx", "none")])
+def test_sr_bicubic_skip_runs_in_every_engine_and_in_tiles(name, norm, photos):
+    """SRNet(skip="bicubic"), with batch norm or none (the released SR models): the engines run the body
+    and add the bicubic skip in fp32; tiles give the same network."""
     from perceptual_core.tiling import tiled_forward
 
-    model = _contrasty(SRNet(scale=4, norm="batch", padding="zero", width=0.25, skip="bicubic"))
+    model = _contrasty(SRNet(scale=4, norm=norm, padding="zero", width=0.25, skip="bicubic"))
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == (norm == "batch")
     assert model.config["skip"] == "bicubic" and "skip" not in SRNet(scale=4).config  # paper configs unchanged
     lr = torch.nn.functional.interpolate(photos[0], scale_factor=0.5, mode="area")
     eng = build_engine(model, name, images=[lr])

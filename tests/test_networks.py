@@ -181,3 +181,19 @@ def test_transposed_conv_counts():
         assert sum(isinstance(x, nn.Upsample) for x in nearest.modules()) == 2
     assert n_deconv(SRNet(4, width=0.25)) == 2
     assert n_deconv(SRNet(8, width=0.25)) == 3
+
+
+def test_norm_none_drops_the_norm_layers_and_keeps_the_others_keys():
+    """norm="none" (the released SR models) has no norm layers; batch/instance networks keep the
+    state-dict keys their checkpoints were saved with."""
+    import torch.nn as nn
+
+    from perceptual_core.networks import SRNet, TransformNet
+
+    none = SRNet(scale=4, norm="none", width=0.25)
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) for m in none.modules())
+    assert "head.1.weight" in SRNet(scale=4, width=0.25).state_dict()  # conv 0, batch norm 1
+    assert "res.0.body.4.weight" in SRNet(scale=4, width=0.25).state_dict()
+    assert "encoder.0.2.weight" in TransformNet(norm="instance", padding="reflect", upsample="nearest").state_dict()
+    x = torch.rand(1, 3, 11, 13)
+    assert none(x).shape == (1, 3, 44, 52)
