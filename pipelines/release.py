@@ -346,10 +346,16 @@ def card(name: str, e: dict) -> str:
             what = (f"SRCNN 9-1-5 (Dong et al. 2014) retrained here at x{j.scale} with the per-pixel loss on the Y "
                     f"channel of the bicubic-upscaled LR")
         else:
+            norm = "no normalisation" if c.get("norm") == "none" else f"{c.get('norm', 'batch')} norm"
             what = (f"Super-resolution network x{j.scale} (Johnson et al. 2016: residual blocks at the low resolution, "
-                    f"then learned upsampling; width {c.get('width', 1.0)}, {c.get('norm', 'batch')} norm) trained "
+                    f"then learned upsampling; width {c.get('width', 1.0)}, {norm}) trained "
                     f"with " + ("the feature reconstruction loss l_feat (VGG-16 relu2_2) and TV" if j.loss == "feat"
                                 else "the per-pixel loss l_pixel (MSE)"))
+            changes = (["a global bicubic skip (the network predicts a correction to the bicubic upscale)"]
+                       if c.get("skip") == "bicubic" else []) + (["no batch norm"] if c.get("norm") == "none" else [])
+            if changes:
+                what += (f"; not the paper's network: {' and '.join(changes)}, which let 2 CPU cores beat bicubic "
+                         f"within the training budget (measured: params.yaml release.sr)")
         lines += [what + " on LR made by Gaussian blur then MATLAB bicubic (the paper's protocol).", ""]
     lines += ["## Use", "", "```bash",
               f"perceptual {e['task']} photo.jpg --model {name} -o out.png" +

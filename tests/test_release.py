@@ -265,7 +265,7 @@ def test_export_of_an_sr_model_scores_it_beside_bicubic_on_both_protocols(store,
     jdir.mkdir(parents=True)
     (wd / "params.yaml").write_text(yaml.safe_dump(release.release_params()))
     torch.manual_seed(0)
-    model = build_model({"arch": "sr", "scale": 4, "width": 0.25}).eval()
+    model = build_model({"arch": "sr", "scale": 4, "width": 0.25, "norm": "none", "skip": "bicubic"}).eval()
     save_checkpoint(jdir / "model.pt", model, meta={"run_id": "r2"})
     (jdir / "metrics.json").write_text(json.dumps({"iterations": 5, "iterations_per_s": 2.0,
                                                    "loss_start": {"loss_total": 0.2}, "loss_end": {"loss_total": 0.1}}))
@@ -280,7 +280,8 @@ def test_export_of_an_sr_model_scores_it_beside_bicubic_on_both_protocols(store,
     assert all(r["vgg_relu2_2"] > 0 and r["images"] == 5 for r in rows.values())
     card = (tmp_path / "shipped" / "sr-x4-pixel.md").read_text()
     assert "(published 28.42)" in card and "1.0 dB Y-PSNR above bicubic on the blur protocol" in card
-    assert "NOT met" in card  # an untrained network does not beat bicubic
+    assert "NOT met" in card  # an untrained network does not beat bicubic by 1 dB
+    assert "not the paper's network: a global bicubic skip" in card and "no normalisation" in card
     assert "perceptual upscale photo.jpg --model sr-x4-pixel" in card
     from perceptual_core.io import load_image
 
