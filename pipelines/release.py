@@ -248,6 +248,10 @@ def _job_params(p: dict, job: str) -> dict:
         keep["tv_weight"] = (s.get("tv_weights") or {}).get(name, s["tv_weight"])
         keep["network"] = {**s["network"], **((s.get("networks") or {}).get(name) or {})}
         keep["style_image"] = s["styles"][name]
+    else:
+        keep["network"] = dict(s["network"])
+        if j.loss == "pixel":  # the l_feat settings play no part
+            keep.pop("feat_layer", None), keep.pop("tv_weight", None)
     keep.update(lr=s.get("lr", t["lr"]), workers=t["ray"]["num_workers"], seed=t["seed"])
     return keep
 
@@ -344,19 +348,21 @@ def card(name: str, e: dict) -> str:
         c, j = e["config"], jobname.parse(name)
         if j.kind == "srcnn":
             what = (f"SRCNN 9-1-5 (Dong et al. 2014) retrained here at x{j.scale} with the per-pixel loss on the Y "
-                    f"channel of the bicubic-upscaled LR")
+                    f"channel of the bicubic-upscaled LR, made by Gaussian blur then MATLAB bicubic (the paper's "
+                    f"protocol)")
         else:
             norm = "no normalisation" if c.get("norm") == "none" else f"{c.get('norm', 'batch')} norm"
             what = (f"Super-resolution network x{j.scale} (Johnson et al. 2016: residual blocks at the low resolution, "
                     f"then learned upsampling; width {c.get('width', 1.0)}, {norm}) trained "
                     f"with " + ("the feature reconstruction loss l_feat (VGG-16 relu2_2) and TV" if j.loss == "feat"
-                                else "the per-pixel loss l_pixel (MSE)"))
+                                else "the per-pixel loss l_pixel (MSE)")
+                    + " on LR made by Gaussian blur then MATLAB bicubic (the paper's protocol)")
             changes = (["a global bicubic skip (the network predicts a correction to the bicubic upscale)"]
                        if c.get("skip") == "bicubic" else []) + (["no batch norm"] if c.get("norm") == "none" else [])
             if changes:
                 what += (f"; not the paper's network: {' and '.join(changes)}, which let 2 CPU cores beat bicubic "
                          f"within the training budget (measured: params.yaml release.sr)")
-        lines += [what + " on LR made by Gaussian blur then MATLAB bicubic (the paper's protocol).", ""]
+        lines += [what + ".", ""]
     lines += ["## Use", "", "```bash",
               f"perceptual {e['task']} photo.jpg --model {name} -o out.png" +
               (f"     # or --style {jobname.parse(name).style}" if e["task"] == "stylize" else ""), "```", "",
