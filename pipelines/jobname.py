@@ -26,6 +26,11 @@ class Job:
     loss: str | None = None   # sr: feat | pixel; srcnn: pixel
 
     @property
+    def key(self) -> str:
+        """The name after the kind: la_muse, x4-feat, x4 (the key of per-job settings in params)."""
+        return self.job.split("-", 1)[1]
+
+    @property
     def data(self) -> str:
         """The prepare stage whose patches it trains on: style | sr."""
         return "style" if self.kind == "style" else "sr"

@@ -250,6 +250,8 @@ def _job_params(p: dict, job: str) -> dict:
         keep["style_image"] = s["styles"][name]
     else:
         keep["network"] = dict(s["network"])
+        if (s.get("init") or {}).get(j.key):
+            keep["init"] = s["init"][j.key]
         if j.loss == "pixel":  # the l_feat settings play no part
             keep.pop("feat_layer", None), keep.pop("tv_weight", None)
     keep.update(lr=s.get("lr", t["lr"]), workers=t["ray"]["num_workers"], seed=t["seed"])

@@ -67,9 +67,15 @@ def job_spec(job: str) -> dict:
         weights = (dict(content=1.0, tv=s["tv_weight"]) if j.loss == "feat" else dict(pixel=1.0))
         spec = dict(kind=j.kind, model=model, data=str(config.resolve(t["sr"]["data"])),
                     columns=["hr", f"lr_x{scale}"], scale=scale, loss=j.loss, crop=s["crop"], weights=weights,
-                    feat_layers=[s.get("feat_layer", "relu2_2")], data_stage="prepare_sr", registered=job)
+                    feat_layers=[s.get("feat_layer", "relu2_2")], data_stage="prepare_sr", registered=job,
+                    init=(s.get("init") or {}).get(j.key))  # start from these weights (l_feat from l_pixel)
         sec = s
-    spec.update(common, job=job, batch_size=sec["batch_size"], iterations=sec["iterations"],
+    iterations = sec["iterations"]
+    if isinstance(iterations, dict):  # per job, e.g. {x4-pixel: 2400, x4-feat: 1200}
+        if j.key not in iterations:
+            raise ValueError(f"train.{j.kind}.iterations has no entry for {j.key!r} (it has {sorted(iterations)})")
+        iterations = iterations[j.key]
+    spec.update(common, job=job, batch_size=sec["batch_size"], iterations=int(iterations),
                 lr=sec.get("lr", t["lr"]), out_dir=str(config.resolve(t["out_dir"]) / job))
     return spec
 
@@ -220,6 +226,10 @@ def train_loop(cfg: dict) -> None:
     state = w.restored_state(out_dir, cfg.get("resume", False))
     if state is not None:
         model.load_state_dict(state["model"])
+    elif cfg.get("init_bytes"):  # a fresh run from another model's weights (checked by run_job)
+        from perceptual_core.checkpoint import load_model
+
+        model.load_state_dict(load_model(spec["init"], data=cfg["init_bytes"]).state_dict())
     if cuda and spec["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     model = w.wrap(model)
@@ -380,7 +390,7 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
         run_id = tracking.start_run(job, {"job": spec, "train": t}, data_stage=spec["data_stage"])
         (out_dir / RUN_ID).write_text(run_id + "\n")
     cfg = dict(spec=spec, use_ray=use_ray, resume=resume, run_id=run_id, tracking_uri=tracking.tracking_uri(),
-               vgg_weights=vgg.path if vgg else None)
+               vgg_weights=vgg.path if vgg else None, init_bytes=_init_bytes(spec) if spec.get("init") else None)
     t0 = time.perf_counter()
     try:
         if use_ray:
@@ -419,6 +429,21 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
           f"{summary['loss_end'].get('loss_total', float('nan')):.4g}; registered {spec['registered']} "
           f"v{version.version} @challenger (run {run_id})", file=sys.stderr)
     return summary
+
+
+def _init_bytes(spec: dict) -> bytes:
+    """The checkpoint `init` names (a file, a shipped model or models:/), checked to be the job's network."""
+    from perceptual_core.checkpoint import read_checkpoint
+    from perceptual_core.networks import build_model
+
+    from .modelref import checkpoint_bytes
+
+    ref = spec["init"]
+    data = checkpoint_bytes(ref)
+    got, want = read_checkpoint(ref, data)["config"], build_model(spec["model"]).config
+    if got != want:
+        raise ValueError(f"train.{spec['kind']}.init of {spec['job']}: {ref} holds {got}, not the job's network {want}")
+    return data
 
 
 def _resumed_run(out_dir: Path) -> str | None:

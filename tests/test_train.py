@@ -176,8 +176,45 @@ def test_time_budget_stops_at_a_report_with_a_checkpoint(datasets, tmp_path, tra
     assert torch.load(tmp_path / job / "last" / train.STATE, weights_only=True)["iteration"] == 5
 
 
+def test_iterations_may_be_set_per_job(monkeypatch, tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"]["sr"]["iterations"] = {"x4-pixel": 240, "x4-feat": 120}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("PERCEPTUAL_PARAMS", str(tmp_path / "params.yaml"))
+    from pipelines import config
+
+    config._load.cache_clear()
+    try:
+        assert train.job_spec("sr-x4-pixel")["iterations"] == 240 and train.job_spec("sr-x4-feat")["iterations"] == 120
+        with pytest.raises(ValueError, match=r"train.sr.iterations has no entry for 'x8-feat'"):
+            train.job_spec("sr-x8-feat")
+    finally:
+        monkeypatch.undo()
+        config._load.cache_clear()
+
+
 def test_unknown_job_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown style job 'style-nope'"):
         train.job_spec("style-nope")
     with pytest.raises(ValueError, match="bad job name 'sr-x4-mse'"):
         train.job_spec("sr-x4-mse")
+
+
+def test_a_job_can_start_from_another_models_weights(datasets, tmp_path, tracking_store, weights_cache):
+    """train.sr.init (e.g. the released l_feat model starts from the l_pixel one): the first iteration
+    starts from those weights (lr 0 keeps them: the trained model is the init); a different network is
+    refused before any work, naming the setting."""
+    from perceptual_core.checkpoint import load_model, save_checkpoint
+    from perceptual_core.networks import build_model
+
+    net = {"arch": "sr", "scale": 4, "norm": "none", "padding": "zero", "skip": "bicubic"}
+    torch.manual_seed(3)
+    init = save_checkpoint(tmp_path / "init.pt", build_model(net))
+    job = "sr-x4-feat"
+    s = train.run_job(job, use_ray=False, overrides=quick(datasets, tmp_path, job, iterations=5, report_every=5,
+                                                          model=net, init=str(init), lr=0.0))
+    got, want = load_model(tmp_path / job / "model.pt"), load_model(init)
+    assert s["iterations"] == 5
+    assert all(torch.equal(a, b) for a, b in zip(got.state_dict().values(), want.state_dict().values()))
+    with pytest.raises(ValueError, match=r"train.sr.init of sr-x4-feat: .*init.pt holds .* not the job's network"):
+        train.run_job(job, use_ray=False, overrides=quick(datasets, tmp_path, job, iterations=5, init=str(init)))
