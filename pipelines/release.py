@@ -202,7 +202,7 @@ def export(job: str, from_gpu: Path | None = None) -> dict:
     else:
         entry.update(_sr_release_info(job, half_model, out))
     _write_manifest(out, job, entry)
-    (out / entry["card"]).write_text(card(job, entry))
+    (out / entry["card"]).write_text(card(job, entry, json.loads((out / "MANIFEST.json").read_text())["models"]))
     print(f"release: wrote {f} ({entry['bytes']:,} bytes, sha256 {sha}); fp16 storage {db:.1f} dB", file=sys.stderr)
     return entry
 
@@ -339,7 +339,7 @@ def _write_manifest(out: Path, name: str, entry: dict) -> None:
     atomic_write(p, lambda f: f.write((json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()))
 
 
-def card(name: str, e: dict) -> str:
+def card(name: str, e: dict, peers: dict | None = None) -> str:
     """The model card: what it is, how it was trained, how good it is (measured), its hash."""
     tr, lines = e["training"], [f"# {name}", ""]
     if e["task"] == "stylize":
@@ -387,7 +387,7 @@ def card(name: str, e: dict) -> str:
                   f"{k[5:]} {tr['loss_start'].get(k, float('nan')):.4g} -> {v:.4g}" for k, v in tr["loss_end"].items()),
               ""]
     if e.get("quality") and e["task"] != "stylize":
-        lines += _sr_quality_lines(name, e)
+        lines += _sr_quality_lines(name, e, peers)
     elif e.get("quality"):
         q, m = e["quality"], e["quality"]["mean"]
         w = e["objective_weights"]
@@ -413,7 +413,7 @@ def card(name: str, e: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _sr_quality_lines(name: str, e: dict) -> list[str]:
+def _sr_quality_lines(name: str, e: dict, peers: dict | None = None) -> list[str]:
     """The card's SR table (measured; published figures labelled) and the release bar it is held to."""
     from .benchmark import PUBLISHED
 
@@ -450,6 +450,15 @@ def _sr_quality_lines(name: str, e: dict) -> list[str]:
                          f"{'met' if ok else 'NOT met'} (" + ", ".join(
                              f"{s} {p} {by[(s, p, 'ours')][k0]:.4g} vs {by[(s, p, 'bicubic')][k0]:.4g}"
                              for s, p in keys) + ")")
+            px = (peers or {}).get(f"sr-x{scale}-pixel")  # the shipped l_pixel model at this scale
+            if px and px.get("quality"):
+                pby = {(r["set"], r["protocol"]): r for r in px["quality"]["rows"] if r["method"] == "ours"}
+                both = [k for k in keys if k in pby]
+                ok = all(by[(*k, "ours")][k0] < pby[k][k0] for k in both)
+                lines.append(f"- lower than the shipped sr-x{scale}-pixel on every set and protocol: "
+                             f"{'met' if ok else 'NOT met'} (" + ", ".join(
+                                 f"{s} {p} {by[(s, p, 'ours')][k0]:.4g} vs {pby[(s, p)][k0]:.4g}"
+                                 for s, p in both) + "); its Y-PSNR is lower, as the paper's l_feat column")
     if e.get("sample"):
         lines += ["", f"Centre crop, {q['primary']} protocol: bicubic | this network | HR", "",
                   f"![sample]({e['sample']})"]
