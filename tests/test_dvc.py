@@ -54,14 +54,16 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def check_benchmarks_promotion_report(repo: Path, env: dict, client) -> None:
-    """benchmark_sr / benchmark_style judged the quickly trained models (and the shipped release, which
-    register_release made champion v1 of style-la_muse), logged to their MLflow runs; promotion made
-    each SR first challenger champion (this test's families have no SR floor), refused the quick
-    style model against the release, and the report shows every method."""
+    """benchmark_sr / benchmark_style judged the quickly trained models (and the shipped releases, which
+    register_release made champion v1 of style-la_muse and sr-x4-feat), logged to their MLflow runs;
+    promotion made the first SRCNN challenger champion (this test's families have no SR floor), refused
+    the quick style and l_feat models against the releases, and the report shows every method."""
     sr = json.loads((repo / "metrics/benchmark_sr.json").read_text())
     x4 = sr["results"]["x4"]["Set5"]
     assert set(x4) == {"standard", "blur"}
-    assert set(x4["standard"]) == {"bicubic", "srcnn-official", "srcnn", "feat"}  # sr-x4-pixel was not trained
+    # sr-x4-pixel was not trained; the shipped sr-x4-feat (champion) is judged beside the quick one
+    assert set(x4["standard"]) == {"bicubic", "srcnn-official", "srcnn", "feat", "feat@champion"}
+    assert x4["blur"]["feat@champion"]["vgg_relu2_2"] < x4["blur"]["feat"]["vgg_relu2_2"]
     assert x4["blur"]["bicubic"]["psnr_y"] < x4["standard"]["bicubic"]["psnr_y"]  # blurred LR is harder
     assert all(v["vgg_relu2_2"] > 0 for v in x4["standard"].values())
     st = json.loads((repo / "metrics/benchmark_style.json").read_text())
@@ -71,12 +73,16 @@ def check_benchmarks_promotion_report(repo: Path, env: dict, client) -> None:
     assert rel["ours"]["total_loss"] < q["ours"]["total_loss"] and rel["gatys4"] == q["gatys4"]
     sp = st["speed"]["64"]
     assert sp["gatys2_measured"] is True and sp["gatys100_measured"] is False and sp["speedup100"] > 1
-    for name, metric in (("sr-x4-feat", "bench.vgg_relu2_2_mean"), ("srcnn-x4", "bench.psnr_y_mean")):
-        mv = client.get_model_version(name, "1")
+    for name, metric, v, decision in (("sr-x4-feat", "bench.vgg_relu2_2_mean", "2", "rejected"),
+                                      ("srcnn-x4", "bench.psnr_y_mean", "1", "first_champion")):
+        mv = client.get_model_version(name, v)
         assert metric in client.get_run(mv.run_id).data.metrics, (name, metric)
         assert "bench.bicubic." + metric[6:] in client.get_run(mv.run_id).data.metrics  # the floor's figure
-        assert mv.tags["bench.config"] and mv.tags["promotion.decision"] == "first_champion"
+        assert mv.tags["bench.config"] and mv.tags["promotion.decision"] == decision
         assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    shipped = client.get_model_version("sr-x4-feat", "1")  # the release: judged too, so promote could compare
+    assert shipped.tags["release.sha256"] and shipped.tags["bench.config"]
+    assert "bench.vgg_relu2_2_mean" in client.get_run(shipped.run_id).data.metrics
     release = client.get_model_version_by_alias("style-la_muse", "champion")
     assert str(release.version) == "1" and release.tags["release.sha256"]
     quick = client.get_model_version_by_alias("style-la_muse", "challenger")
@@ -156,8 +162,8 @@ def test_dvc_repro_whole_pipeline(tmp_path, data_dir, weights_cache, ray_address
     from mlflow import MlflowClient
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    for job, name, v in (("style-la_muse", "style-la_muse", "2"), ("sr-x4-feat", "sr-x4-feat", "1"),
-                         ("srcnn-x4", "srcnn-x4", "1")):  # style-la_muse v1: the release
+    for job, name, v in (("style-la_muse", "style-la_muse", "2"), ("sr-x4-feat", "sr-x4-feat", "2"),
+                         ("srcnn-x4", "srcnn-x4", "1")):  # v1 of style-la_muse and sr-x4-feat: the release
         tm = json.loads((repo / f"outputs/train/{job}/metrics.json").read_text())
         assert tm["iterations"] == 4 and tm["model"] == name
         assert str(client.get_model_version_by_alias(name, "challenger").version) == tm["version"] == v
