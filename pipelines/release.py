@@ -298,16 +298,17 @@ def _sr_release_info(job: str, model, out: Path) -> dict:
     smp = q.get("sample") or {}
     rows, tiles = [], {}
 
-    def keep(mid, label, p, img, m, set_name="", protocol=""):
-        if set_name == smp.get("set") and protocol == bsr["primary"] and p.name == smp.get("image"):
+    def keep(mid, label, p, img, m):
+        if p.name == smp.get("image"):
             y0, x0, s = _crop_box(p.hr, int(smp.get("size", 128)))
             tiles[mid], tiles["hr"] = img[y0:y0 + s, x0:x0 + s], p.hr[y0:y0 + s, x0:x0 + s]
 
     for set_name in q["sets"]:
         sr = {**bsr, "max_images": None}
         for protocol, pairs in _pairs(set_name, _data_path(bsr["sets"][set_name]), scale, sr).items():
+            sample = set_name == smp.get("set") and protocol == bsr["primary"]  # the strip's image
             per = score_pairs(methods, pairs, scale, vgg, layers, f"release x{scale} {set_name} {protocol}",
-                              on_image=lambda *a, s=set_name, pr=protocol: keep(*a, set_name=s, protocol=pr))
+                              on_image=keep if sample else None)
             for mid, (label, _) in methods.items():
                 mean = {k: round(float(np.mean([r[k] for r in per[mid]])), 5) for k in per[mid][0]}
                 rows.append({"set": set_name, "protocol": protocol, "method": mid, "images": len(per[mid]), **mean})

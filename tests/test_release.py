@@ -173,6 +173,22 @@ def _small_export_params(tmp_path: Path) -> Path:
     return wd
 
 
+def _training_run(wd: Path, job: str, model, run_id: str, *, iterations: int, rate: float, losses: tuple,
+                  seconds: float) -> None:
+    """What `release train JOB` leaves in the workdir: its params, the checkpoint, metrics.json, events."""
+    from perceptual_core.checkpoint import save_checkpoint
+
+    jdir = wd / "train" / job
+    jdir.mkdir(parents=True)
+    (wd / "params.yaml").write_text(yaml.safe_dump(release.release_params()))
+    save_checkpoint(jdir / "model.pt", model, meta={"run_id": run_id})
+    (jdir / "metrics.json").write_text(json.dumps({"iterations": iterations, "iterations_per_s": rate,
+                                                   "loss_start": {"loss_total": losses[0]},
+                                                   "loss_end": {"loss_total": losses[1]}}))
+    (jdir / "events.jsonl").write_text(json.dumps({"time": 100.0, "event": "start", "rank": 0}) + "\n" +
+                                       json.dumps({"time": 100.0 + seconds, "event": "report", "rank": 0}) + "\n")
+
+
 def _tiny_style_net():
     import torch
 
@@ -218,20 +234,11 @@ def test_export_writes_file_card_and_manifest_from_a_training_run(store, tmp_pat
     """`release export` on a real (tiny) training run's outputs: the tensor-only file, its SHA-256 in
     the manifest and the card, the fp16 check, the quality table and the reference statistics."""
     from perceptual_core import zoo
-    from perceptual_core.checkpoint import save_checkpoint
     from pipelines import config
 
     wd = _small_export_params(tmp_path)
-    jdir = wd / "train" / "style-tiny"
-    jdir.mkdir(parents=True)
-    (wd / "params.yaml").write_text(yaml.safe_dump(release.release_params()))
     torch = __import__("torch")
-    model = _tiny_style_net()
-    save_checkpoint(jdir / "model.pt", model, meta={"run_id": "r1"})
-    (jdir / "metrics.json").write_text(json.dumps({"iterations": 7, "iterations_per_s": 0.5,
-                                                   "loss_start": {"loss_total": 2.0}, "loss_end": {"loss_total": 1.0}}))
-    (jdir / "events.jsonl").write_text(json.dumps({"time": 100.0, "event": "start", "rank": 0}) + "\n" +
-                                       json.dumps({"time": 160.0, "event": "report", "rank": 0}) + "\n")
+    _training_run(wd, "style-tiny", _tiny_style_net(), "r1", iterations=7, rate=0.5, losses=(2.0, 1.0), seconds=60.0)
     entry = release.export("style-tiny")
     shipped = tmp_path / "shipped"
     e = zoo.get("style-tiny", shipped)
@@ -251,7 +258,6 @@ def test_export_of_an_sr_model_scores_it_beside_bicubic_on_both_protocols(store,
     import torch
 
     from perceptual_core import zoo
-    from perceptual_core.checkpoint import save_checkpoint
     from perceptual_core.networks import build_model
     from pipelines import config
 
@@ -261,16 +267,9 @@ def test_export_of_an_sr_model_scores_it_beside_bicubic_on_both_protocols(store,
     params["benchmark"]["sr"]["vgg_layers"] = ["relu2_2"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     config._load.cache_clear()
-    jdir = wd / "train" / "sr-x4-pixel"
-    jdir.mkdir(parents=True)
-    (wd / "params.yaml").write_text(yaml.safe_dump(release.release_params()))
     torch.manual_seed(0)
     model = build_model({"arch": "sr", "scale": 4, "width": 0.25, "norm": "none", "skip": "bicubic"}).eval()
-    save_checkpoint(jdir / "model.pt", model, meta={"run_id": "r2"})
-    (jdir / "metrics.json").write_text(json.dumps({"iterations": 5, "iterations_per_s": 2.0,
-                                                   "loss_start": {"loss_total": 0.2}, "loss_end": {"loss_total": 0.1}}))
-    (jdir / "events.jsonl").write_text(json.dumps({"time": 0.0, "event": "start", "rank": 0}) + "\n" +
-                                       json.dumps({"time": 36.0, "event": "report", "rank": 0}) + "\n")
+    _training_run(wd, "sr-x4-pixel", model, "r2", iterations=5, rate=2.0, losses=(0.2, 0.1), seconds=36.0)
     entry = release.export("sr-x4-pixel")
     rows = {(r["set"], r["protocol"], r["method"]): r for r in entry["quality"]["rows"]}
     assert set(rows) == {("Set5", p, m) for p in ("standard", "blur") for m in ("bicubic", "ours")}
