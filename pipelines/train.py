@@ -32,6 +32,9 @@ STATE = "state.pt"
 EVENTS = "events.jsonl"
 RUN_ID = "mlflow_run_id"  # the job's MLflow run, continued by --resume
 LOSS_KEYS = ("total", "content", "style", "tv", "pixel")
+# LR used for SR/SRCNN training: "blur" = the prepared lr_x* files (sigma 1 blur + bicubic, the paper's
+# protocol); "bicubic" = MATLAB bicubic of the HR crop (the standard protocol, the official SRCNN's data).
+DEGRADATIONS = ("blur", "bicubic")
 
 
 # ----------------------------------------------------------------------------------- job specs
@@ -68,7 +71,10 @@ def job_spec(job: str) -> dict:
         spec = dict(kind=j.kind, model=model, data=str(config.resolve(t["sr"]["data"])),
                     columns=["hr", f"lr_x{scale}"], scale=scale, loss=j.loss, crop=s["crop"], weights=weights,
                     feat_layers=[s.get("feat_layer", "relu2_2")], data_stage="prepare_sr", registered=job,
-                    init=(s.get("init") or {}).get(j.key))  # start from these weights (l_feat from l_pixel)
+                    init=(s.get("init") or {}).get(j.key),  # start from these weights (l_feat from l_pixel)
+                    degradation=s.get("degradation", "blur"))
+        if spec["degradation"] not in DEGRADATIONS:
+            raise ValueError(f"train.{j.kind}.degradation must be one of {DEGRADATIONS}, not {spec['degradation']!r}")
         sec = s
     iterations = sec["iterations"]
     if isinstance(iterations, dict):  # per job, e.g. {x4-pixel: 2400, x4-feat: 1200}
@@ -76,7 +82,9 @@ def job_spec(job: str) -> dict:
             raise ValueError(f"train.{j.kind}.iterations has no entry for {j.key!r} (it has {sorted(iterations)})")
         iterations = iterations[j.key]
     spec.update(common, job=job, batch_size=sec["batch_size"], iterations=int(iterations),
-                lr=sec.get("lr", t["lr"]), out_dir=str(config.resolve(t["out_dir"]) / job))
+                lr=sec.get("lr", t["lr"]), out_dir=str(config.resolve(t["out_dir"]) / job),
+                # per kind where iterations are much cheaper (SRCNN: ~10 it/s, a Ray report costs ~2 s)
+                **{k: int(sec[k]) for k in ("report_every", "checkpoint_every") if k in sec})
     return spec
 
 
@@ -197,6 +205,7 @@ def make_step(spec: dict, loss_net):
             out = model(x)
             return out, crit(out, x)
         hr, lr = _random_crop([batch["hr"], batch[f"lr_x{spec['scale']}"]], spec["crop"], [1, spec["scale"]], gen)
+        lr = training_lr(hr, lr, spec)
         if spec["kind"] == "srcnn":  # SRCNN restores the bicubic-upscaled Y channel
             y_hr, y_in = y_bt601(hr, axis=1), y_bt601(imresize(lr, float(spec["scale"])), axis=1)
             out = model(y_in)
@@ -209,6 +218,15 @@ def make_step(spec: dict, loss_net):
         return out, crit(out, hr)
 
     return step
+
+
+def training_lr(hr: torch.Tensor, lr_file: torch.Tensor, spec: dict) -> torch.Tensor:
+    """The LR input for an HR batch: the prepared file's (blur) or MATLAB bicubic of HR, 8-bit (bicubic)."""
+    if spec.get("degradation", "blur") == "blur":
+        return lr_file
+    from perceptual_core.resize import imresize
+
+    return imresize(hr, 1.0 / spec["scale"]).clamp_(0, 1).mul_(255).round_().div_(255)
 
 
 def train_loop(cfg: dict) -> None:
@@ -353,7 +371,8 @@ def _validation_grid(model, spec: dict, n: int = 4):
                 x = r["image"][None]
                 tiles = [x, model(x).clamp(0, 1)]
             else:
-                hr, lr = r["hr"][None], r[f"lr_x{spec['scale']}"][None]
+                hr = r["hr"][None]
+                lr = training_lr(hr, r[f"lr_x{spec['scale']}"][None], spec)
                 up = imresize(lr, float(spec["scale"])).clamp(0, 1)
                 if spec["kind"] == "srcnn":
                     y = model(y_bt601(up, axis=1)).clamp(0, 1)
