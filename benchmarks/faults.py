@@ -12,7 +12,8 @@ duplicates, partial files left, and the error line a user sees. Prints a table, 
 
 Rows: a second job on the same output; the driver killed (SIGKILL) mid-job, then rerun; a full disk
 (RLIMIT_FSIZE); corrupt archives (truncated .tar.gz, a zip too short for its directory); a malicious
-pickle as the checkpoint; an S3 bucket that does not exist and an endpoint nothing listens on (a moto
+pickle as the checkpoint; an S3 bucket that does not exist, an endpoint nothing listens on, credentials
+the bucket's policy refuses (moto's IAM enforcement) and a proxy that resets every 4th request (a moto
 server on 127.0.0.1).
 """
 from __future__ import annotations
@@ -137,12 +138,14 @@ def row_malicious_checkpoint(inp, work):
     return r.returncode, _error_line(r.stderr), _count(inp, out), {"payload_ran": marker.exists()}
 
 
-def _moto():
+def _moto(env: dict | None = None):
+    """A moto S3 server on 127.0.0.1 (``env``: e.g. INITIAL_NO_AUTH_ACTION_COUNT, moto's IAM enforcement)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([str(Path(PY).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, **(env or {})})
     import urllib.request
 
     for _ in range(100):
@@ -164,6 +167,139 @@ def row_s3(inp, work, endpoint, label):
         {"seconds": round(time.perf_counter() - t0, 1), "case": label}
 
 
+KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+def _s3(endpoint: str, keys: dict | None = None):
+    import boto3
+
+    k = keys or KEYS
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id=k["AWS_ACCESS_KEY_ID"], aws_secret_access_key=k["AWS_SECRET_ACCESS_KEY"])
+
+
+def _upload(s3, inp: Path, bucket: str, prefix: str) -> None:
+    for p in sorted(inp.iterdir()):
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/{p.name}", Body=p.read_bytes())
+
+
+def _download(s3, bucket: str, prefix: str, dest: Path) -> None:
+    """The job's S3 output as a local folder (for `_count`), partial files included."""
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+        for o in page.get("Contents", []):
+            f = dest / o["Key"][len(prefix) + 1:]
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())
+
+
+def row_s3_access_denied(inp, work):
+    """Credentials that exist but may not read the bucket (moto's IAM enforcement: a user whose only
+    permission is s3:ListAllMyBuckets). Refused before any work, in one line naming the input."""
+    moto, endpoint = _moto({"INITIAL_NO_AUTH_ACTION_COUNT": "5"})  # the readiness probe and 4 setup calls
+    try:
+        import boto3
+
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        _s3(endpoint).create_bucket(Bucket="photos")
+        iam.create_user(UserName="outsider")
+        key = iam.create_access_key(UserName="outsider")["AccessKey"]
+        iam.put_user_policy(UserName="outsider", PolicyName="list-buckets-only", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17",
+             "Statement": [{"Effect": "Allow", "Action": "s3:ListAllMyBuckets", "Resource": "*"}]}))
+        env = {**os.environ, **KEYS, "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+               "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+        out = work / "out"
+        r = _cli(["batch", "stylize", "--model", "style-la_muse", "--input", "s3://photos/in/", "--output",
+                  str(out), "--endpoint", endpoint, "--no-ray"], env=env)
+        return r.returncode, _error_line(r.stderr), _count(inp, out), \
+            {"traceback": "Traceback" in r.stderr, "secret_in_output": key["SecretAccessKey"] in r.stdout + r.stderr}
+    finally:
+        os.killpg(moto.pid, signal.SIGTERM)
+        moto.wait()
+
+
+class ResettingProxy:
+    """A TCP proxy on 127.0.0.1 that resets (RST) the connection instead of forwarding every n-th
+    chunk a client sends (about every n-th HTTP request, since a request's head is one send): a flaky
+    network or load balancer in front of S3."""
+
+    def __init__(self, target: str, every: int = 4):
+        import threading
+
+        host, port = target.rsplit("//", 1)[-1].split(":")
+        self.target, self.every, self.count, self.resets = (host, int(port)), every, 0, 0
+        self._lock = threading.Lock()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client):
+        import struct
+        import threading
+
+        upstream = socket.create_connection(self.target)
+
+        def back():
+            try:
+                while data := upstream.recv(65536):
+                    client.sendall(data)
+            except OSError:
+                pass
+            finally:
+                client.close()
+
+        threading.Thread(target=back, daemon=True).start()
+        try:
+            while data := client.recv(65536):
+                with self._lock:
+                    self.count += 1
+                    reset = self.count % self.every == 0
+                    self.resets += reset
+                if reset:
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    break
+                upstream.sendall(data)
+        except OSError:
+            pass
+        finally:
+            client.close()
+            upstream.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def row_s3_resets(inp, work, every: int = 4):
+    """Input and output on S3 behind a proxy that resets about every ``every``-th request: pyarrow's
+    retry strategy (storage.S3_ATTEMPTS) rides it out; every photo is written once, no partial object left."""
+    moto, endpoint = _moto()
+    proxy = ResettingProxy(endpoint, every)
+    try:
+        s3 = _s3(endpoint)
+        s3.create_bucket(Bucket="photos")
+        _upload(s3, inp, "photos", "in")
+        r = _cli(["batch", "stylize", "--model", "style-la_muse", "--input", "s3://photos/in/", "--output",
+                  "s3://photos/out/", "--endpoint", proxy.url, "--no-ray"], env={**os.environ, **KEYS})
+        out = work / "out"
+        _download(s3, "photos", "out", out)
+        return r.returncode, _error_line(r.stderr), _count(inp, out), {"resets": proxy.resets}
+    finally:
+        proxy.close()
+        os.killpg(moto.pid, signal.SIGTERM)
+        moto.wait()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", default=str(ROOT / "benchmarks/results/faults.json"))
@@ -180,7 +316,9 @@ def main(argv=None) -> int:
              ("full disk (RLIMIT_FSIZE 40 kB)", row_full_disk), ("corrupt archives", row_corrupt_archives),
              ("malicious pickle as --model", row_malicious_checkpoint),
              ("S3: bucket does not exist", lambda i, w: row_s3(i, w, endpoint, "missing bucket")),
-             ("S3: endpoint not listening", lambda i, w: row_s3(i, w, dead, "unreachable"))]
+             ("S3: endpoint not listening", lambda i, w: row_s3(i, w, dead, "unreachable")),
+             ("S3: access denied (IAM)", row_s3_access_denied),
+             ("S3: every 4th request reset", row_s3_resets)]
     try:
         for name, fn in cases:
             with tempfile.TemporaryDirectory() as tmp:

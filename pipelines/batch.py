@@ -654,7 +654,12 @@ def run_batch(spec: BatchSpec, *, engine: str = "ray", progress: bool = True) ->
     loop in this process, the same per-image functions)."""
     spec.check()
     ckpt = _checkpoint_bytes(spec)
-    items, refused = plan(spec)
+    try:
+        items, refused = plan(spec)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # access denied, a missing bucket, an unreachable endpoint: one line naming the input
+        raise ValueError(f"--input {spec.input}: {storage.describe_error(e)}") from None
     fs, root = filesystem(spec.output, spec.endpoint)
     with contextlib.ExitStack() as held:
         try:
