@@ -309,20 +309,13 @@ def promote_all(*, dry_run: bool = False, by: str | None = None, out: str | Path
         path.parent.mkdir(parents=True, exist_ok=True)
         counts = {k: sum(d["decision"] == k for d in decisions) for k in
                   ("promoted", "first_champion", "rejected", "already_champion", "refused", "skipped")}
-        path.write_text(json.dumps({"at": _now(), "by": _who(by), "tracking_uri": _redact(tracking.tracking_uri()),
-                                    "counts": counts, "decisions": decisions}, indent=1) + "\n")
+        path.write_text(json.dumps({"at": _now(), "by": _who(by),
+                                    "tracking_uri": tracking.redact(tracking.tracking_uri()), "counts": counts,
+                                    "decisions": decisions}, indent=1) + "\n")
     return decisions, code
 
 
 # ------------------------------------------------------------------------------- output and CLI
-
-def _redact(uri: str) -> str:
-    """The URI without user:password@ (this file is committed with the metrics)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    u = urlsplit(uri)
-    return urlunsplit(u._replace(netloc=u.netloc.rsplit("@", 1)[-1])) if "@" in u.netloc else uri
-
 
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.6g}"

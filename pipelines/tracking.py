@@ -34,6 +34,8 @@ _BATCH_PARAMS, _BATCH_METRICS = 100, 1000  # MLflow's per-request limits of log_
 def tracking_uri() -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
+        if redact(env) != env:  # MLflow prints "View run at: <URI>/..." on ending a run, password and all
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         return env
     uri = (config.params().get("mlflow") or {}).get("tracking_uri")
     if uri:
@@ -171,14 +173,48 @@ def start_run(job: str, params: dict, *, experiment: str = "perceptual-train",
     return run_id
 
 
-def log_metrics(run_id: str, metrics: dict[str, float], step: int) -> None:
+def redact(text: str) -> str:
+    """``text`` (a URI, or a message quoting URIs) without any ``user:password@`` after a scheme, for logs
+    and committed files: a tracking URI can carry a password, and MLflow's errors quote the request URL."""
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s]+@", r"\1", text)
+
+
+@contextmanager
+def short_retries(retries: int = 1, timeout: int = 10):
+    """MLflow HTTP calls that must not stall training: MLflow's default (7 retries, backoff factor 2)
+    blocks the caller for minutes while a server is down. MLflow reads these variables per request."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], step: int, timestamp: float | None = None) -> None:
     from mlflow.entities import Metric
 
-    ts = int(time.time() * 1000)
+    ts = int((time.time() if timestamp is None else timestamp) * 1000)
     ms = [Metric(_param_key(k), float(v), ts, int(step)) for k, v in metrics.items()]
     client = _client()
     for i in range(0, len(ms), _BATCH_METRICS):
         client.log_batch(run_id, metrics=ms[i:i + _BATCH_METRICS])
+
+
+def backfill_metrics(run_id: str, points: list[tuple[dict, int, float]], key: str = "loss_total") -> int:
+    """Log the (metrics, step, time) points whose step the run lacks for ``key``: reports made while
+    the server was down (training keeps them in its events file). Returns how many were sent."""
+    have = {m.step for m in _client().get_metric_history(run_id, _param_key(key))}
+    missing = {step: (m, t) for m, step, t in points if step not in have}  # the last report of a step wins
+    for step, (m, t) in sorted(missing.items()):
+        log_metrics(run_id, m, step, timestamp=t)
+    return len(missing)
 
 
 def log_image(run_id: str, image, artifact_file: str) -> None:

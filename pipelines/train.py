@@ -16,6 +16,7 @@ registers it as a new version of `style-NAME`, `sr-xS-LOSS` or `srcnn-xS` with a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -274,6 +275,7 @@ def train_loop(cfg: dict) -> None:
     sums: dict[str, torch.Tensor] = {}
     n_sum, t0 = 0, time.perf_counter()
     t_start, budget = t0, spec.get("max_seconds")
+    mlflow_down = False
     model.train()
     for it in range(start, spec["iterations"]):
         batch = {k: v.to(w.device, non_blocking=True) for k, v in next(data).items()}
@@ -309,15 +311,32 @@ def train_loop(cfg: dict) -> None:
         if w.rank == 0:
             _event(out_dir, event="report", **metrics)
             if cfg.get("run_id"):
-                from . import tracking
-
-                tracking.log_metrics(cfg["run_id"], metrics, step=done)
+                mlflow_down = _send_metrics(cfg["run_id"], metrics, done, mlflow_down)
         w.report(metrics, ckpt_dir if w.rank == 0 else None)
         sums, n_sum, t0 = {}, 0, time.perf_counter()
         if out_of_time:
             if w.rank == 0:
                 _event(out_dir, event="time_budget", iteration=done, seconds=round(time.perf_counter() - t_start, 1))
             break
+
+
+def _send_metrics(run_id: str, metrics: dict, step: int, down: bool) -> bool:
+    """Log one report to MLflow without stalling training; returns True while the server is unreachable.
+    Nothing is lost: every report is in events.jsonl, and run_job sends what MLflow lacks at the end."""
+    from . import tracking
+
+    try:
+        with tracking.short_retries():
+            tracking.log_metrics(run_id, metrics, step=step)
+    except Exception as e:  # noqa: BLE001 - any tracking failure (HTTP, database) is an outage here
+        if not down:
+            print(f"train: MLflow {tracking.redact(tracking.tracking_uri())} unreachable at iteration {step} "
+                  f"({type(e).__name__}); training goes on, its metrics are kept in {EVENTS} and sent at the end",
+                  file=sys.stderr, flush=True)
+        return True
+    if down:
+        print(f"train: MLflow reachable again at iteration {step}", file=sys.stderr, flush=True)
+    return False
 
 
 def _any_rank(flag: bool, w: _Worker) -> bool:
@@ -404,10 +423,11 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
     needs_vgg = spec["kind"] == "style" or spec.get("loss") == "feat"
     vgg = load_vgg16_weights(config.vgg_weights_arg(), allow_download=config.section("loss_network")["allow_download"]) \
         if needs_vgg else None
-    run_id = _resumed_run(out_dir) if resume else None
-    if run_id is None:
-        run_id = tracking.start_run(job, {"job": spec, "train": t}, data_stage=spec["data_stage"])
-        (out_dir / RUN_ID).write_text(run_id + "\n")
+    with _tracking_step("before training; nothing was trained"):
+        run_id = _resumed_run(out_dir) if resume else None
+        if run_id is None:
+            run_id = tracking.start_run(job, {"job": spec, "train": t}, data_stage=spec["data_stage"])
+            (out_dir / RUN_ID).write_text(run_id + "\n")
     cfg = dict(spec=spec, use_ray=use_ray, resume=resume, run_id=run_id, tracking_uri=tracking.tracking_uri(),
                vgg_weights=vgg.path if vgg else None, init_bytes=_init_bytes(spec) if spec.get("init") else None)
     t0 = time.perf_counter()
@@ -419,7 +439,8 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
     except BaseException:
         from mlflow import MlflowClient
 
-        MlflowClient(tracking.tracking_uri()).set_terminated(run_id, "FAILED")
+        with contextlib.suppress(Exception), tracking.short_retries():  # the server may be what failed
+            MlflowClient(tracking.tracking_uri()).set_terminated(run_id, "FAILED")
         raise
     wall = time.perf_counter() - t0
     state = torch.load(out_dir / "last" / STATE, map_location="cpu", weights_only=True)
@@ -428,9 +449,16 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
     model.eval()
     ckpt = save_checkpoint(out_dir / "model.pt", model, meta={"job": job, "iterations": state["iteration"],
                                                               "run_id": run_id})
-    tracking.log_image(run_id, _validation_grid(model, spec), "validation_grid.png")
     events = read_events(out_dir)
     reports = [e for e in events if e["event"] == "report"]
+    after = (f"after training; the weights are kept in {out_dir / 'last'} (iteration {state['iteration']}): "
+             f"`python -m pipelines.train {job} --resume` registers them once MLflow is back")
+    with _tracking_step(after):
+        sent = tracking.backfill_metrics(run_id, [({k: v for k, v in r.items() if k not in ("time", "event")},
+                                                   r["iteration"], r["time"]) for r in reports])
+        if sent:
+            print(f"train: sent MLflow the {sent} reports it missed", file=sys.stderr)
+        tracking.log_image(run_id, _validation_grid(model, spec), "validation_grid.png")
     starts = [e for e in events if e["event"] == "start"]
     summary = {"job": job, "iterations": state["iteration"], "run_id": run_id, "wall_seconds": round(wall, 1),
                "restarts": sum(1 for e in starts if e["rank"] == 0) - 1,
@@ -439,8 +467,9 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
                "loss_end": {k: v for k, v in reports[-1].items() if k.startswith("loss_")} if reports else {},
                "iterations_per_s": round(sum(r["iterations_per_s"] for r in reports) / max(1, len(reports)), 3)}
     hw = (64, 64) if spec["kind"] == "style" else (24, 24)
-    version = tracking.finish_run(run_id, model, ckpt, model_name=spec["registered"], example_hw=hw,
-                                  tags={"job": job})
+    with _tracking_step(after):
+        version = tracking.finish_run(run_id, model, ckpt, model_name=spec["registered"], example_hw=hw,
+                                      tags={"job": job})
     summary.update(model=spec["registered"], version=str(version.version))
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{job}: {summary['iterations']} iterations in {wall:.0f} s; loss_total "
@@ -448,6 +477,21 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
           f"{summary['loss_end'].get('loss_total', float('nan')):.4g}; registered {spec['registered']} "
           f"v{version.version} @challenger (run {run_id})", file=sys.stderr)
     return summary
+
+
+@contextlib.contextmanager
+def _tracking_step(when: str):
+    """A driver's MLflow call that failed (the server down, refused, or erroring) as one line saying
+    what happened to the work (run_stage prints ValueError as `error: ...`, exit 2)."""
+    from mlflow.exceptions import MlflowException
+
+    from . import tracking
+
+    try:
+        yield
+    except (MlflowException, ConnectionError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(tracking.redact(f"MLflow {tracking.tracking_uri()} failed {when} ({first})")) from None
 
 
 def _init_bytes(spec: dict) -> bytes:

@@ -151,6 +151,61 @@ def test_driver_killed_mid_run_resumes_on_ray(datasets, tmp_path, tracking_store
     assert max(m.step for m in client.get_metric_history(run_id, "loss_total")) == 60
 
 
+def test_mlflow_server_killed_mid_training_loses_nothing(datasets, tmp_path, weights_cache):
+    """The tracking server SIGKILLed after the checkpoint at 20 and kept down: training goes on to the
+    end (one warning line), then exits 2 with one line that keeps the weights and names --resume;
+    with the server back, --resume registers the model and MLflow has every report, in the same run.
+    The URI's password never appears in what the user sees."""
+    from mlflow import MlflowClient
+
+    from pipelines import services
+
+    stack = services.Stack(services.StackConfig(state_dir=tmp_path / "svc", ports={"mlflow": 0}, stop_grace=5))
+    try:
+        url = stack.up(["mlflow"])["MLFLOW_TRACKING_URI"]
+        job = "sr-x4-pixel"
+        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        params["train"].update(out_dir=str(tmp_path / "train"), report_every=10, checkpoint_every=20)
+        params["train"]["sr"].update(data=str(datasets / "sr"), iterations=60, crop=64, batch_size=2)
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        env = {**os.environ, "PERCEPTUAL_PARAMS": str(tmp_path / "params.yaml"),
+               "MLFLOW_TRACKING_URI": url.replace("http://", "http://alice:hunter2@")}
+        out, cmd = tmp_path / "train" / job, [sys.executable, "-m", "pipelines.train", job, "--no-ray"]
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        killed, deadline = None, time.time() + 300
+        while killed is None and time.time() < deadline and proc.poll() is None:
+            ev = train.read_events(out) if (out / train.EVENTS).is_file() else []
+            done = [e["iteration"] for e in ev if e["event"] == "checkpoint"]
+            if done and max(done) >= 20:
+                rec = stack.state["services"]["mlflow"]
+                os.killpg(rec["pgid"], signal.SIGKILL)
+                killed = max(done)
+            time.sleep(0.1)
+        stdout, stderr = proc.communicate(timeout=600)
+        assert killed is not None and killed < 60, stderr[-3000:]
+        assert proc.returncode == 2, stderr[-3000:]
+        assert stderr.count("unreachable at iteration") == 1, stderr[-3000:]
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith("error: MLflow http://127.0.0.1:") and "--resume" in last and "Traceback" not in stderr
+        assert "hunter2" not in stdout + stderr
+        assert max(e["iteration"] for e in train.read_events(out) if e["event"] == "report") == 60
+        assert (out / "last" / train.STATE).is_file() and not (out / "metrics.json").exists()
+        run_id = (out / train.RUN_ID).read_text().strip()
+
+        stack.up(["mlflow"])  # the server is back, on the same port and database
+        r = subprocess.run([*cmd, "--resume"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "hunter2" not in r.stdout + r.stderr
+        s = json.loads((out / "metrics.json").read_text())
+        assert s["iterations"] == 60 and s["run_id"] == run_id
+        client = MlflowClient(url)
+        assert sorted(m.step for m in client.get_metric_history(run_id, "loss_total")) == list(range(10, 61, 10))
+        assert client.get_run(run_id).info.status == "FINISHED"
+        assert client.get_model_version(job, s["version"]).run_id == run_id
+    finally:
+        stack.down()
+
+
 def test_resume_after_driver_stop_plain_pytorch(datasets, tmp_path, tracking_store, weights_cache):
     """Without Ray (a GPU box for quick checks has none): stop at 10, then --resume to 20."""
     job = "sr-x8-pixel"
