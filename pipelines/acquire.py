@@ -21,15 +21,12 @@ import argparse
 import contextlib
 import csv
 import hashlib
-import http.client
 import importlib.util
 import io
 import os
 import random
 import shutil
 import sys
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,14 +125,6 @@ def _sample(items: list[_Item], n, seed, source: str) -> list[_Item]:
 
 # ----------------------------------------------------------------------------------- download
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _stamp(path: Path, md5: str) -> str:
     st = path.stat()
     return f"{md5} {st.st_size} {st.st_mtime_ns}\n"
@@ -144,19 +133,21 @@ def _stamp(path: Path, md5: str) -> str:
 def download_verified(url: str, size: int, md5: str, download_dir: Path, *, timeout: float = 60) -> Path:
     """Download ``url`` to ``download_dir/<basename>``, resuming a ``.part`` left by an earlier run.
 
-    The final name only appears after size and md5 match; a mismatching download is deleted and a
-    ValueError names the URL, expected and actual values. An interrupted transfer raises OSError and
-    keeps the .part for the next run. A verified archive already there is reused offline (a stamp
-    file with md5/size/mtime spares re-hashing 13 GB on every run).
+    The transfer is pipelines.download (pooch with a Range-resuming downloader, shared with `perceptual
+    data fetch`). The final name only appears after size and md5 match; a mismatching download is
+    deleted and a ValueError names the URL, expected and actual values. An interrupted transfer raises
+    OSError and keeps the .part for the next run. A verified archive already there is reused offline
+    (a stamp file with md5/size/mtime spares re-hashing 13 GB on every run).
     """
     from tqdm import tqdm
+
+    from . import download
 
     name = Path(urlsplit(url).path).name
     if not name:
         raise ValueError(f"acquire.coco.url: no file name in {url!r}")
     download_dir.mkdir(parents=True, exist_ok=True)
-    final, part = download_dir / name, download_dir / f"{name}.part"
-    stamp_file = download_dir / f"{name}.verified"
+    final, stamp_file = download_dir / name, download_dir / f"{name}.verified"
     size, md5 = int(size), str(md5).lower()
 
     if final.is_file():
@@ -164,95 +155,28 @@ def download_verified(url: str, size: int, md5: str, download_dir: Path, *, time
             with contextlib.suppress(OSError):
                 if stamp_file.read_text() == _stamp(final, md5):
                     return final
-            if _md5(final) == md5:  # e.g. an archive the user copied in by hand
-                stamp_file.write_text(_stamp(final, md5))
-                return final
-        print(f"acquire: {final} does not match size/md5 in params; downloading it again", file=sys.stderr)
-        final.unlink()
+        else:  # not worth hashing: pooch would replace it after a fresh download anyway
+            print(f"acquire: {final} does not match size/md5 in params; downloading it again", file=sys.stderr)
+            final.unlink()
+    stamp_file.unlink(missing_ok=True)
 
-    def bad(what: str, actual) -> ValueError:
-        part.unlink(missing_ok=True)
-        expected = size if what == "size" else md5
-        return ValueError(f"download of {url} failed verification: {what} expected {expected}, got "
-                          f"{actual}; the bad file was deleted, check acquire.coco in params and rerun")
+    def bad(what: str, expected, actual) -> ValueError:
+        return ValueError(f"download of {url} failed verification: {what} expected {expected}, got {actual}; "
+                          f"the bad file was deleted, check acquire.coco in params and rerun")
 
-    for attempt in range(2):  # the second attempt restarts from 0 after a refused resume
-        offset = part.stat().st_size if part.is_file() else 0
-        if offset > size:
-            part.unlink()
-            offset = 0
-        if offset < size:
-            req = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
-            try:
-                resp = urllib.request.urlopen(req, timeout=timeout)
-            except urllib.error.HTTPError as e:
-                if e.code == 416 and attempt == 0:  # our Range is beyond the server's file
-                    part.unlink()
-                    continue
-                raise OSError(f"download of {url} failed: HTTP {e.code} {e.reason}") from e
-            except (urllib.error.URLError, OSError) as e:
-                raise OSError(f"download of {url} failed: {getattr(e, 'reason', e)}"
-                              + (f" (partial file kept for resume: {part})" if offset else "")) from e
-            with resp:
-                if resp.status == 206:
-                    start, total = _content_range(resp.headers.get("Content-Range"))
-                    if start != offset:
-                        if attempt == 0:
-                            part.unlink()
-                            continue
-                        raise OSError(f"download of {url}: server resumed at byte {start}, asked {offset}")
-                else:  # 200: the server ignored the Range header, so the body starts at byte 0
-                    offset = 0
-                    length = resp.headers.get("Content-Length")
-                    total = int(length) if length and length.isdigit() else None
-                if total is not None and total != size:  # fail before fetching gigabytes
-                    raise bad("size", f"{total} (announced by the server)")
-                _stream(resp, part, offset, size, url, name, tqdm)
-        break
-
-    actual = part.stat().st_size
-    if actual != size:
-        raise bad("size", actual)
-    actual_md5 = _md5(part)
-    if actual_md5 != md5:
-        raise bad("md5", actual_md5)
-    os.replace(part, final)
-    stamp_file.write_text(_stamp(final, md5))
-    return final
-
-
-def _content_range(value: str | None) -> tuple[int | None, int | None]:
-    # "bytes START-END/TOTAL" (TOTAL may be "*")
+    bar = tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=sys.stderr,
+               dynamic_ncols=True, delay=0.5)
     try:
-        unit, rng = value.split(" ", 1)
-        span, total = rng.split("/")
-        return int(span.split("-")[0]), (None if total == "*" else int(total))
-    except (AttributeError, ValueError):
-        return None, None
-
-
-def _stream(resp, part: Path, offset: int, size: int, url: str, name: str, tqdm) -> None:
-    got = offset
-    bar = tqdm(total=size, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-               desc=name, file=sys.stderr, dynamic_ncols=True)
-    try:
-        with open(part, "ab" if offset else "wb") as f:
-            while True:
-                try:
-                    chunk = resp.read(CHUNK)
-                except (OSError, http.client.HTTPException) as e:  # IncompleteRead: server closed early
-                    raise OSError(f"download of {url} interrupted at {got} of {size} bytes ({e!r}); "
-                                  f"rerun to resume from {part}") from e
-                if not chunk:
-                    break
-                f.write(chunk)
-                got += len(chunk)
-                bar.update(len(chunk))
+        download.fetch(url, final, f"md5:{md5}", size=size, timeout=timeout,
+                       progress=lambda done, _total: bar.update(done - bar.n))
+    except download.SizeMismatch as e:
+        raise bad("size", size, f"{e.actual} (announced by the server)") from None
+    except download.HashMismatch as e:
+        raise bad("md5", md5, e.actual) from None
     finally:
         bar.close()
-    if got < size:
-        raise OSError(f"download of {url} interrupted at {got} of {size} bytes (connection closed); "
-                      f"rerun to resume from {part}")
+    stamp_file.write_text(_stamp(final, md5))
+    return final
 
 
 # ------------------------------------------------------------------------------------- output

@@ -307,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_train)
 
     _batch_parser(sub)
-    from . import promote, services
+    from . import data_fetch, promote, services
+
+    data_fetch.add_cli(sub)
 
     services.add_cli(sub)
     promote.add_cli(sub)
@@ -328,11 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from perceptual_core.vgg import WeightsError
-
     try:
         return args.fn(args)
-    except (FileNotFoundError, ValueError, WeightsError) as e:  # these carry their own advice
+    except (FileNotFoundError, ValueError, RuntimeError) as e:  # these carry their own advice
+        # WeightsError is looked up only if vgg was loaded: `data fetch` and others need no torch import.
+        vgg = sys.modules.get("perceptual_core.vgg")
+        if isinstance(e, RuntimeError) and not (vgg and isinstance(e, vgg.WeightsError)):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -59,6 +59,21 @@ def data_dir() -> Path:
     return resolve(os.environ.get("PERCEPTUAL_DATA_DIR") or params().get("data_dir", "../shared/data"))
 
 
+def fetch_dir() -> Path:
+    """Where `perceptual data fetch` writes: PERCEPTUAL_DATA_DIR if set, else the user's data folder
+    (platformdirs: ~/.local/share/perceptual on Linux), never the project tree or ../shared."""
+    if os.environ.get("PERCEPTUAL_DATA_DIR"):
+        return resolve(os.environ["PERCEPTUAL_DATA_DIR"])
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("perceptual"))
+
+
+def data_mirror() -> str | None:
+    """PERCEPTUAL_DATA_MIRROR: a base URL that replaces every data URL by MIRROR/<relative path>."""
+    return os.environ.get("PERCEPTUAL_DATA_MIRROR") or None
+
+
 def vgg_weights_arg() -> str | None:
     w = section("loss_network").get("weights")
     return str(resolve(w)) if w else None
