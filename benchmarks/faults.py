@@ -12,7 +12,7 @@ duplicates, partial files left, and the error line a user sees. Prints a table, 
 
 Rows: a second job on the same output; the driver killed (SIGKILL) mid-job, then rerun; a full disk
 (RLIMIT_FSIZE); corrupt archives (truncated .tar.gz, a zip too short for its directory); a malicious
-pickle as the checkpoint; an S3 bucket that does not exist, an endpoint nothing listens on, credentials
+pickle as the checkpoint and as a registry version's artifact; an S3 bucket that does not exist, an endpoint nothing listens on, credentials
 the bucket's policy refuses (moto's IAM enforcement) and a proxy that resets every 4th request (a moto
 server on 127.0.0.1).
 """
@@ -135,6 +135,40 @@ def row_malicious_checkpoint(inp, work):
                 "meta": {"x": Payload()}}, evil)
     out = work / "out"
     r = _cli(["batch", "stylize", "--model", str(evil), "--input", str(inp), "--output", str(out), "--no-ray"])
+    return r.returncode, _error_line(r.stderr), _count(inp, out), {"payload_ran": marker.exists()}
+
+
+def row_malicious_registry_artifact(inp, work):
+    """A registry version whose checkpoint artifact is a pickle that would run a command, served by
+    alias as batch jobs find models (`models:/NAME@challenger`, a real sqlite registry): refused before
+    any work, the payload never runs."""
+    import torch
+
+    from perceptual_core.networks import build_model
+    from pipelines import tracking
+
+    marker = work / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w').write('ran')",))
+
+    evil = work / "model.pt"
+    torch.save({"format": "perceptual-checkpoint-v1", "config": {"arch": "transform"}, "state_dict": {},
+                "meta": {"x": Payload()}}, evil)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+           "PERCEPTUAL_CACHE_DIR": str(work / "cache")}
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
+    try:
+        run_id = tracking.start_run("style-evil", {"job": {"note": "a poisoned registry artifact"}})
+        tracking.finish_run(run_id, build_model({"arch": "transform"}), evil, model_name="style-evil",
+                            example_hw=(64, 64))
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI") if old is None else os.environ.update(MLFLOW_TRACKING_URI=old)
+    out = work / "out"
+    r = _cli(["batch", "stylize", "--model", "models:/style-evil@challenger", "--allow-unpromoted", "--input",
+              str(inp), "--output", str(out), "--no-ray"], env=env)
     return r.returncode, _error_line(r.stderr), _count(inp, out), {"payload_ran": marker.exists()}
 
 
@@ -315,6 +349,7 @@ def main(argv=None) -> int:
     cases = [("second job on the same output", row_second_job), ("driver SIGKILL mid-job, then rerun", row_killed_driver),
              ("full disk (RLIMIT_FSIZE 40 kB)", row_full_disk), ("corrupt archives", row_corrupt_archives),
              ("malicious pickle as --model", row_malicious_checkpoint),
+             ("malicious pickle as a registry artifact", row_malicious_registry_artifact),
              ("S3: bucket does not exist", lambda i, w: row_s3(i, w, endpoint, "missing bucket")),
              ("S3: endpoint not listening", lambda i, w: row_s3(i, w, dead, "unreachable")),
              ("S3: access denied (IAM)", row_s3_access_denied),

@@ -33,3 +33,13 @@ def test_s3_connection_resets_are_retried_and_nothing_is_lost(photos, tmp_path):
     assert extra["resets"] >= 3, extra  # the fault really happened
     assert rc == 0, line
     assert counts == {"inputs": 5, "outputs": 5, "failure_rows": 0, "lost": 0, "duplicates": 0, "partial_files": 0}
+
+
+def test_malicious_pickle_as_a_registry_artifact_never_runs(photos, tmp_path):
+    """A registry version whose checkpoint artifact is a pickle that would run a command (found by
+    alias, as batch jobs find models): refused in one line before any work; the payload never runs."""
+    rc, line, counts, extra = faults.row_malicious_registry_artifact(photos, tmp_path)
+    assert rc == 2, line
+    assert line.startswith("error: models:/style-evil@challenger: not a readable checkpoint")
+    assert not extra["payload_ran"]
+    assert counts["outputs"] == 0 and counts["partial_files"] == 0
