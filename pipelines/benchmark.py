@@ -86,17 +86,20 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def registry_model(name: str, alias: str):
-    """(model, ModelVersion) for models:/name@alias, or (None, reason) when there is none."""
+    """(model, ModelVersion) for models:/name@alias, or (None, reason) when there is none. The model
+    is loaded as every command loads one (pipelines.modelref), pinned to the version the alias
+    pointed at when judged."""
     from perceptual_core.checkpoint import load_model
 
-    from . import tracking
+    from . import modelref, tracking
 
     try:
         mv = tracking.get_version(name, alias)
-        path = tracking.resolve_model(f"models:/{name}/{mv.version}")
+        ref = f"models:/{name}/{mv.version}"
+        data = modelref.checkpoint_bytes(ref)
     except ValueError as e:
         return None, str(e)
-    return load_model(path, "cpu"), mv
+    return load_model(ref, "cpu", data=data), mv
 
 
 def log_to_versions(judged: dict, metrics: dict[str, dict], cfg: str) -> None:
