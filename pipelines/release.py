@@ -254,7 +254,9 @@ def _job_params(p: dict, job: str) -> dict:
             keep["init"] = s["init"][j.key]
         if j.loss == "pixel":  # the l_feat settings play no part
             keep.pop("feat_layer", None), keep.pop("tv_weight", None)
-    keep.update(lr=s.get("lr", t["lr"]), workers=t["ray"]["num_workers"], seed=t["seed"])
+    from .train import job_lr
+
+    keep.update(lr=job_lr(s, t, j.key), workers=t["ray"]["num_workers"], seed=t["seed"])
     return keep
 
 

@@ -83,10 +83,17 @@ def job_spec(job: str) -> dict:
             raise ValueError(f"train.{j.kind}.iterations has no entry for {j.key!r} (it has {sorted(iterations)})")
         iterations = iterations[j.key]
     spec.update(common, job=job, batch_size=sec["batch_size"], iterations=int(iterations),
-                lr=sec.get("lr", t["lr"]), out_dir=str(config.resolve(t["out_dir"]) / job),
+                lr=job_lr(sec, t, j.key), out_dir=str(config.resolve(t["out_dir"]) / job),
                 # per kind where iterations are much cheaper (SRCNN: ~10 it/s, a Ray report costs ~2 s)
                 **{k: int(sec[k]) for k in ("report_every", "checkpoint_every") if k in sec})
     return spec
+
+
+def job_lr(sec: dict, train: dict, key: str) -> float:
+    """Adam's learning rate: the kind's `lr` (a number, or per job as {x8-feat: 1.0e-4}, e.g. a lower
+    rate to fine-tune l_feat from an l_pixel network), else train.lr."""
+    lr = sec.get("lr", train["lr"])
+    return float(lr.get(key, train["lr"]) if isinstance(lr, dict) else lr)
 
 
 # ------------------------------------------------------------------------------- worker context

@@ -236,6 +236,7 @@ def test_time_budget_stops_at_a_report_with_a_checkpoint(datasets, tmp_path, tra
 def test_iterations_may_be_set_per_job(monkeypatch, tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["train"]["sr"]["iterations"] = {"x4-pixel": 240, "x4-feat": 120}
+    params["train"]["sr"]["lr"] = {"x4-feat": 1.0e-4}  # per job too; the others keep train.lr
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.setenv("PERCEPTUAL_PARAMS", str(tmp_path / "params.yaml"))
     from pipelines import config
@@ -243,6 +244,7 @@ def test_iterations_may_be_set_per_job(monkeypatch, tmp_path):
     config._load.cache_clear()
     try:
         assert train.job_spec("sr-x4-pixel")["iterations"] == 240 and train.job_spec("sr-x4-feat")["iterations"] == 120
+        assert train.job_spec("sr-x4-feat")["lr"] == 1.0e-4 and train.job_spec("sr-x4-pixel")["lr"] == params["train"]["lr"]
         with pytest.raises(ValueError, match=r"train.sr.iterations has no entry for 'x8-feat'"):
             train.job_spec("sr-x8-feat")
     finally:
