@@ -10,7 +10,8 @@ driver mid-job, tests/test_train.py a training worker). For each fault: the exit
 (an input with neither an output nor a failure row, after the rerun where the row has one),
 duplicates, partial files left, and the error line a user sees. Prints a table, writes JSON.
 
-Rows: a second job on the same output; the driver killed (SIGKILL) mid-job, then rerun; a full disk
+Rows: a second job on the same output; the driver killed (SIGKILL) mid-job, then rerun; one of two
+Ray nodes killed mid-job (Ray, not --no-ray); a full disk
 (RLIMIT_FSIZE); corrupt archives (truncated .tar.gz, a zip too short for its directory); a malicious
 pickle as the checkpoint and as a registry version's artifact; an S3 bucket that does not exist, an endpoint nothing listens on, credentials
 the bucket's policy refuses (moto's IAM enforcement) and a proxy that resets every 4th request (a moto
@@ -19,6 +20,7 @@ server on 127.0.0.1).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -170,6 +172,78 @@ def row_malicious_registry_artifact(inp, work):
     r = _cli(["batch", "stylize", "--model", "models:/style-evil@challenger", "--allow-unpromoted", "--input",
               str(inp), "--output", str(out), "--no-ray"], env=env)
     return r.returncode, _error_line(r.stderr), _count(inp, out), {"payload_ran": marker.exists()}
+
+
+def row_ray_node_loss(inp, work):
+    """A batch job (2 inference actors, one per node) on a 2-node Ray cluster on 127.0.0.1 (`ray start`
+    head + a second node, 1 CPU each); the second node (its `ray start --block` process group: raylet,
+    workers) is SIGKILLed after 3 outputs. The job must finish on the head: nothing lost or doubled."""
+    for i, p in enumerate(sorted(inp.iterdir())):  # 2 copies: work left for the head after the loss
+        shutil.copy(p, inp / f"copy-{i}{p.suffix}")
+    ray_bin = str(Path(PY).with_name("ray"))
+    tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
+    env = {**os.environ, "RAY_TMPDIR": tmp, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    addr, nodes = f"127.0.0.1:{port}", []
+    common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    try:
+        nodes.append(subprocess.Popen([ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false",
+                                       *common], env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        _wait_nodes(addr, 1, env)
+        nodes.append(subprocess.Popen([ray_bin, "start", f"--address={addr}", *common], env=env,
+                                      start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        _wait_nodes(addr, 2, env)
+        out = work / "out"
+        proc = subprocess.Popen([str(Path(PY).with_name("perceptual")), "batch", "stylize", "--model",
+                                 "style-la_muse", "--input", str(inp), "--output", str(out), "--actors", "2"],
+                                env={**env, "RAY_ADDRESS": addr}, cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        killed, deadline = None, time.time() + 600
+        while killed is None and proc.poll() is None and time.time() < deadline:
+            n = len([p for p in out.glob("*") if not p.name.startswith(("_", "."))]) if out.is_dir() else 0
+            if n >= 3:
+                os.killpg(nodes[1].pid, signal.SIGKILL)
+                killed = n
+            time.sleep(0.05)
+        _, err = proc.communicate(timeout=600)
+        return proc.returncode, _error_line(err), _count(inp, out), {"killed_after_outputs": killed}
+    finally:
+        for p in reversed(nodes):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def row_ray_address_dead(inp, work):
+    """RAY_ADDRESS names a cluster that is not there (nothing listens): one line naming it, at once
+    (Ray itself retries for minutes, silently), nothing written."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    out = work / "out"
+    r = _cli(["batch", "stylize", "--model", "style-la_muse", "--input", str(inp), "--output", str(out)],
+             env={**os.environ, "RAY_ADDRESS": dead}, timeout=300)
+    return r.returncode, _error_line(r.stderr), _count(inp, out), {"address": dead}
+
+
+def _wait_nodes(addr: str, n: int, env: dict, timeout: float = 120) -> None:
+    code = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+            "print(sum(1 for x in ray.nodes() if x['Alive']))")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            r = subprocess.run([PY, "-c", code, addr], env=env, capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            continue
+        if r.returncode == 0 and r.stdout.strip().splitlines()[-1:] == [str(n)]:
+            return
+        time.sleep(1)
+    raise RuntimeError(f"Ray cluster at {addr}: {n} nodes not alive after {timeout} s")
 
 
 def _moto(env: dict | None = None):
@@ -352,6 +426,8 @@ def main(argv=None) -> int:
              ("malicious pickle as a registry artifact", row_malicious_registry_artifact),
              ("S3: bucket does not exist", lambda i, w: row_s3(i, w, endpoint, "missing bucket")),
              ("S3: endpoint not listening", lambda i, w: row_s3(i, w, dead, "unreachable")),
+             ("Ray: a node lost mid-job (2 nodes)", row_ray_node_loss),
+             ("Ray: RAY_ADDRESS with no cluster", row_ray_address_dead),
              ("S3: access denied (IAM)", row_s3_access_denied),
              ("S3: every 4th request reset", row_s3_resets)]
     try:

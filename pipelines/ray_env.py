@@ -22,11 +22,35 @@ def ray_session(num_cpus: int | None = None):
     kwargs = ({"address": address} if address  # never a stray cluster:
               else {"address": "local", "num_cpus": num_cpus, "include_dashboard": False,
                     "runtime_env": {"worker_process_setup_hook": f"{__name__}.quiet_local_worker"}})
-    ray.init(logging_level=logging.WARNING, **kwargs)
+    why = _unreachable(address) if address else None
+    try:
+        if why:  # Ray itself would retry for minutes, silently
+            raise ConnectionError(why)
+        ray.init(logging_level=logging.WARNING, **kwargs)
+    except ConnectionError as e:  # a cluster that is not there (or not reachable): one line, not a traceback
+        raise ValueError(f"RAY_ADDRESS={address}: cannot connect to a Ray cluster there ({e}); start one "
+                         f"(`perceptual services up`, `ray start --head`) or unset RAY_ADDRESS for a local "
+                         f"instance") from None
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _unreachable(address: str, timeout: float = 5.0) -> str | None:
+    """Why nothing accepts a TCP connection at ``address`` (host:port or ray://host:port), or None
+    (also for "auto" and other forms Ray resolves itself)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"{hostport}: {e.strerror or e}"
 
 
 # Loggers that only make noise on a local instance, which runs without the dashboard (and so without

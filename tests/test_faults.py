@@ -43,3 +43,20 @@ def test_malicious_pickle_as_a_registry_artifact_never_runs(photos, tmp_path):
     assert line.startswith("error: models:/style-evil@challenger: not a readable checkpoint")
     assert not extra["payload_ran"]
     assert counts["outputs"] == 0 and counts["partial_files"] == 0
+
+
+def test_a_ray_node_lost_mid_job_loses_nothing(photos, tmp_path):
+    """One of two Ray nodes (`ray start` on 127.0.0.1, one inference actor each) SIGKILLed after 3
+    outputs: the job finishes on the node that is left, exit 0, every photo written once."""
+    rc, line, counts, extra = faults.row_ray_node_loss(photos, tmp_path)
+    assert extra["killed_after_outputs"] is not None, line  # the node died while work was left
+    assert rc == 0, line
+    assert counts == {"inputs": 10, "outputs": 10, "failure_rows": 0, "lost": 0, "duplicates": 0, "partial_files": 0}
+
+
+def test_ray_address_with_no_cluster_is_one_line_at_once(photos, tmp_path):
+    """Before: ray.init retried silently for over 10 minutes. Now: exit 2, one line naming RAY_ADDRESS."""
+    rc, line, counts, extra = faults.row_ray_address_dead(photos, tmp_path)
+    assert rc == 2, line
+    assert line.startswith(f"error: RAY_ADDRESS={extra['address']}: cannot connect to a Ray cluster there")
+    assert counts["outputs"] == 0 and counts["partial_files"] == 0
