@@ -85,10 +85,11 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
-def load_pairs(hr_dir: str | Path, scale: int, lr_dir: str | Path | None = None) -> list[Pair]:
+def load_pairs(hr_dir: str | Path | list[Path], scale: int, lr_dir: str | Path | None = None) -> list[Pair]:
+    """Pairs of the HR images in ``hr_dir`` (a folder, or a list of image files, named by their stems)."""
     pairs = []
     lr_by_stem = {p.stem: p for p in list_images(lr_dir)} if lr_dir else {}
-    for hp in list_images(hr_dir):
+    for hp in (list(map(Path, hr_dir)) if isinstance(hr_dir, (list, tuple)) else list_images(hr_dir)):
         hr = modcrop(load_image(hp, keep_gray=True).pixels, scale)
         if hr.dtype != np.uint8:
             raise ValueError(f"{hp}: only 8-bit HR images are supported for evaluation")

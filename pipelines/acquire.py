@@ -35,12 +35,13 @@ from urllib.parse import urlsplit
 
 from . import config, storage
 
-__all__ = ["acquire", "download_verified", "main"]
+__all__ = ["acquire", "builtin_path", "download_verified", "main"]
 
 CHUNK = 1 << 20
 ZIP_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-# Where each package keeps its sample files, relative to the package folder.
-BUILTIN_DIRS = {"skimage": "data", "matplotlib": "mpl-data/sample_data"}
+# Where each package keeps its sample files, relative to the package folder. scikit-learn (a
+# requirement of mlflow) ships two colour photos, held out for the embedded benchmark (params benchmark).
+BUILTIN_DIRS = {"skimage": "data", "matplotlib": "mpl-data/sample_data", "sklearn": "datasets/images"}
 
 
 @dataclass(frozen=True)
@@ -52,22 +53,30 @@ class _Item:
 
 # ------------------------------------------------------------------------------------ sources
 
+def builtin_path(spec: str, key: str = "acquire.builtin") -> Path:
+    """The file of a builtin photo PACKAGE:FILE inside the installed package; errors name ``key``
+    (the params entry that lists it)."""
+    pkg, sep, name = str(spec).partition(":")
+    if not sep or not name or pkg not in BUILTIN_DIRS:
+        raise ValueError(f"{key}: bad entry {spec!r}; expected PACKAGE:FILE with "
+                         f"PACKAGE one of {sorted(BUILTIN_DIRS)}")
+    # find_spec on a top-level name locates the package without importing it (skimage and
+    # matplotlib take seconds to import).
+    found = importlib.util.find_spec(pkg)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"{key}: {spec}: package {pkg!r} is not installed")
+    path = Path(list(found.submodule_search_locations)[0]) / BUILTIN_DIRS[pkg] / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: {spec}: no such file in the installed {pkg} "
+                                f"package (looked for {path})")
+    return path
+
+
 def _builtin_items(specs: list[str]) -> list[_Item]:
     items = []
     for spec in specs:
-        pkg, sep, name = str(spec).partition(":")
-        if not sep or not name or pkg not in BUILTIN_DIRS:
-            raise ValueError(f"acquire.builtin: bad entry {spec!r}; expected PACKAGE:FILE with "
-                             f"PACKAGE one of {sorted(BUILTIN_DIRS)}")
-        # find_spec on a top-level name locates the package without importing it (skimage and
-        # matplotlib take seconds to import).
-        found = importlib.util.find_spec(pkg)
-        if found is None or not found.submodule_search_locations:
-            raise FileNotFoundError(f"acquire.builtin: {spec}: package {pkg!r} is not installed")
-        path = Path(list(found.submodule_search_locations)[0]) / BUILTIN_DIRS[pkg] / name
-        if not path.is_file():
-            raise FileNotFoundError(f"acquire.builtin: {spec}: no such file in the installed {pkg} "
-                                    f"package (looked for {path})")
+        path = builtin_path(spec)
+        pkg, _, name = str(spec).partition(":")
         items.append(_Item(f"{pkg}_{name.replace('/', '_')}", str(spec), lambda p=path: open(p, "rb")))
     return items
 

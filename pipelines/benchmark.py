@@ -6,6 +6,11 @@ Y and RGB PSNR/SSIM (shave = scale) and the VGG feature distance to the HR image
 benchmark_style: content and style loss of each style model's outputs and of Gatys' results after
 N iterations on the same held-out photos, and the speed table (feed-forward vs Gatys per size).
 
+The sets: folders of the data folder (Set5, Set14, BSD100) and `Embedded`, builtin photos no stage
+trains on, so the table has rows without a data folder (pipelines/embedded.py). A data-folder set,
+SRCNN weight file or content photo that is not there is "not measured" with the `perceptual data
+fetch` command that brings it (a path the data manifest does not know is an error in params).
+
 Writes metrics/benchmark_*.json (DVC metrics), plots/benchmark_*.csv (dvc plots), images for the
 report under `benchmark.out_dir`, and logs every figure to the MLflow run of the model version it
 judges (keys `bench.*`, version tags `bench.config` / `bench.at`: what `perceptual promote` reads).
@@ -66,8 +71,36 @@ def config_hash(obj) -> str:
 
 
 def _data_path(p: str) -> Path:
-    q = Path(p)
-    return q if q.is_absolute() else config.data_dir() / q
+    """A data-folder path: the data folder's file, else the committed copy (config.data_file)."""
+    return config.data_file(p)
+
+
+def _not_measured(key: str, rel: str, path: Path) -> dict:
+    """A data-folder file or set that is not there: 'not measured' with the `perceptual data fetch`
+    command that brings it. A path the data manifest does not know is a mistake in params: an error."""
+    from .data_fetch import fetch_command
+
+    cmd = None if Path(rel).is_absolute() else fetch_command([Path(rel).as_posix()])
+    if cmd is None:
+        raise FileNotFoundError(f"{key}: not found: {path}")
+    return {"key": key, "path": str(path), "fetch": cmd, "reason": f"not measured: run `{cmd}`"}
+
+
+def sr_sets(sr: dict) -> tuple[dict, list[dict]]:
+    """({set name: HR folder, or the list of files of a builtin-photo set}, [not-measured entries]):
+    a builtin set is always there; a data-folder set that is missing is not measured."""
+    from . import embedded
+
+    sets, missing = {}, []
+    for name, spec in sr["sets"].items():
+        key = f"benchmark.sr.sets.{name}"
+        if isinstance(spec, list):
+            sets[name] = embedded.builtin_photos(spec, key)
+        elif _data_path(spec).is_dir():
+            sets[name] = _data_path(spec)
+        else:
+            missing.append({"set": name, **_not_measured(key, spec, _data_path(spec))})
+    return sets, missing
 
 
 def _out_dirs(b: dict) -> tuple[Path, Path, Path]:
@@ -127,15 +160,17 @@ def _blur_lr(hr: np.ndarray, scale: int, deg: dict) -> np.ndarray:
     return y[0].permute(1, 2, 0).numpy()
 
 
-def _pairs(set_name: str, hr_dir: Path, scale: int, sr: dict) -> dict[str, list]:
-    """protocol -> pairs. The HR images are read once per set and scale; the blurred LR is made
-    from them (the standard LR: the set's files where present, else MATLAB bicubic from HR)."""
+def _pairs(set_name: str, hr_dir: Path | list[Path], scale: int, sr: dict) -> dict[str, list]:
+    """protocol -> pairs. The HR images (a folder, or the files of a builtin-photo set) are read once
+    per set and scale; the blurred LR is made from them (the standard LR: the set's files where
+    present, else MATLAB bicubic from HR, as for every builtin-photo set)."""
     from perceptual_core import sr_eval as ev
 
     unknown = [p for p in sr["protocols"] if p not in PROTOCOLS]
     if unknown:
         raise ValueError(f"benchmark.sr.protocols: unknown {unknown}; choose from {PROTOCOLS}")
-    lr_dir = _data_path(sr["lr_files"].format(set=set_name, scale=scale)) if sr.get("lr_files") else None
+    lr_dir = _data_path(sr["lr_files"].format(set=set_name, scale=scale)) \
+        if sr.get("lr_files") and not isinstance(hr_dir, list) else None
     base = ev.load_pairs(hr_dir, scale, lr_dir if lr_dir is not None and lr_dir.is_dir() else None)
     if sr.get("max_images"):
         base = base[: int(sr["max_images"])]
@@ -171,7 +206,12 @@ def _methods(scale: int, sr: dict, alias: str, judged: dict, missing: list) -> d
     out = {"bicubic": ("bicubic", ev.bicubic_method(scale))}
     off = {int(k): v for k, v in (sr.get("srcnn_official") or {}).items()}
     native = scale if scale in off else max((s for s in off if scale % s == 0), default=None)
-    if native:
+    if native and not _data_path(off[native]).is_file():
+        nm = _not_measured(f"benchmark.sr.srcnn_official.{native}", off[native], _data_path(off[native]))
+        missing.append({"method": "srcnn-official", "scale": scale, "reason": nm["reason"],
+                        "fetch": nm["fetch"]})
+        _log(f"benchmark_sr: x{scale} srcnn-official: {nm['reason']} ({nm['path']} is not there)")
+    elif native:
         label = "SRCNN (official)" + ("" if native == scale else f" x{native} + bicubic x{scale // native}")
         out["srcnn-official"] = (label, _srcnn_then_bicubic(load_srcnn_mat(_data_path(off[native])), scale, native))
     else:
@@ -252,16 +292,27 @@ def score_pairs(methods: dict, pairs: list, scale: int, vgg, layers: tuple, desc
 def run_sr(alias: str | None = None, dirs: dict | None = None) -> dict:
     from perceptual_core.io import save_image
 
+    from . import embedded
+
     b = settings(alias, dirs)
     sr = b["sr"]
-    for set_name, hr_rel in sr["sets"].items():  # before any slow work
-        if not _data_path(hr_rel).is_dir():
-            raise FileNotFoundError(f"benchmark.sr.sets.{set_name}: HR folder not found: {_data_path(hr_rel)}")
+    sets, not_measured = sr_sets(sr)  # before any slow work
+    data = embedded.describe()
+    _log(f"benchmark_sr: data: {data}")
+    for m in not_measured:
+        _log(f"benchmark_sr: {m['set']}: {m['reason']} ({m['path']} is not there)")
+    if not sets:
+        raise FileNotFoundError(f"benchmark.sr.sets: none of the sets is there, nothing to measure; "
+                                f"{'; '.join(m['set'] + ': ' + m['reason'] for m in not_measured)}")
     out, met, plots = _out_dirs(b)
     vgg = config.loss_network()
     layers = tuple(sr.get("vgg_layers") or ())  # empty: no perceptual-distance column
-    crop = sr.get("crop") or {}
-    cfg = config_hash({"sr": sr, "degradation": config.section("degradation"), "vgg": vgg.info.sha256})
+    crop = dict(sr.get("crop") or {})
+    if crop.get("set") not in sets:  # the report's crops come from a set this run measures
+        _log(f"benchmark_sr: report crops from {next(iter(sets))} ({crop.get('set')} is not measured)")
+        crop.update(set=next(iter(sets)), image=None)
+    cfg = config_hash({"sr": sr, "degradation": config.section("degradation"), "vgg": vgg.info.sha256,
+                       "measured": list(sets)})
     judged: dict = {}
     missing: list = []
     results: dict = {}
@@ -270,8 +321,7 @@ def run_sr(alias: str | None = None, dirs: dict | None = None) -> dict:
     for scale in sr["scales"]:
         scale = int(scale)
         methods = _methods(scale, sr, b["alias"], judged, missing)
-        for set_name, hr_rel in sr["sets"].items():
-            hr_dir = _data_path(hr_rel)
+        for set_name, hr_dir in sets.items():
             for protocol, pairs in _pairs(set_name, hr_dir, scale, sr).items():
                 crop_name = crop.get("image") or pairs[0].name
 
@@ -295,7 +345,8 @@ def run_sr(alias: str | None = None, dirs: dict | None = None) -> dict:
                          f"SSIM-Y {mean['ssim_y']:.4f}")
     labels = {f"x{r['scale']}/{r['method']}": r["label"] for r in rows}
     doc = {"alias": b["alias"], "config": cfg, "seconds": round(time.perf_counter() - t0, 1), "labels": labels,
-           "versions": _versions({n: mv for (n, _), mv in judged.items()}), "missing": missing, "results": results}
+           "versions": _versions({n: mv for (n, _), mv in judged.items()}), "missing": missing, "results": results,
+           "data": data, "not_measured": not_measured}
     (met / "benchmark_sr.json").write_text(json.dumps(doc, indent=1))
     _write_csv(plots / "benchmark_sr.csv", rows)
     (out / "sr_crops.json").write_text(json.dumps(crops, indent=1))
@@ -446,13 +497,39 @@ def _judged_models(names: list[str], alias: str) -> tuple[list, list]:
     return found, missing
 
 
+def style_content(st: dict) -> tuple[list[Path], list[dict]]:
+    """(content photos, [not-measured entries]): the `content` photos the data folder has; when it has
+    none of them, the held-out builtin photos of `content_embedded` (none there either: an error)."""
+    from . import embedded
+
+    found, missing = [], []
+    for i, c in enumerate(st["content"]):
+        if _data_path(c).is_file():
+            found.append(_data_path(c))
+        else:
+            missing.append({"photo": Path(c).name, **_not_measured(f"benchmark.style.content[{i}]", c, _data_path(c))})
+    if not found and st.get("content_embedded"):
+        found = embedded.builtin_photos(list(st["content_embedded"]), "benchmark.style.content_embedded")
+    if not found:
+        raise FileNotFoundError(f"benchmark.style.content: no content photo: "
+                                f"{'; '.join(m['path'] + ': ' + m['reason'] for m in missing)}")
+    return found, missing
+
+
 def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
     from perceptual_core.inference import resize_longer
     from perceptual_core.io import load_image, save_image
     from perceptual_core.networks import build_model
 
+    from . import embedded
+
     b = settings(alias, dirs)
     st, sp = b["style"], b["speed"]
+    content, not_measured = style_content(st)  # before any slow work
+    data = embedded.describe()
+    _log(f"benchmark_style: data: {data}; content photos: {', '.join(p.name for p in content)}")
+    for m in not_measured:
+        _log(f"benchmark_style: content photo {m['photo']}: {m['reason']} ({m['path']} is not there)")
     out, met, plots = _out_dirs(b)
     net = config.loss_network()
     ls, tr = config.section("losses"), config.section("train")["style"]
@@ -461,9 +538,10 @@ def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
     objectives = {job: style_objective(job) for job in tr["jobs"]}
     cfg = config_hash({"style": st, "losses": ls, "gatys": {k: gkw[k] for k in ("optimizer", "init")},
                        "vgg": net.info.sha256, "weights": {j: w for j, (w, _) in objectives.items()},
-                       "objective": "clamped-v2"})  # bench.total_loss depends on all of these
-    photos = [(Path(c).stem, resize_longer(load_image(_data_path(c)).to_tensor(), int(st["size"])))
-              for c in st["content"]]
+                       "objective": "clamped-v2", "content": [p.name for p in content],  # the photos scored
+                       "paintings": {j: Path(p).name for j, (_, p) in objectives.items()}})
+    # bench.total_loss depends on all of these
+    photos = [(c.stem, resize_longer(load_image(c).to_tensor(), int(st["size"]))) for c in content]
     (out / "style").mkdir(exist_ok=True)
     judged, per_model, quality, qrows, images, gatys_cache = {}, {}, {}, [], [], {}
     t0 = time.perf_counter()
@@ -506,7 +584,7 @@ def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
     weights, style_path = objectives[tr["jobs"][0]] if tr["jobs"] else ({}, None)
     style_img = load_image(style_path or _data_path(tr["styles"][next(iter(tr["styles"]))])).to_tensor()
     gatys_opts = {**gkw, **{f"{k}_weight": v for k, v in weights.items()}}  # the objective scored above
-    src = load_image(_data_path(st["content"][0])).to_tensor()
+    src = load_image(content[0]).to_tensor()
     speed, srows = {}, []
     g_iters = sorted(int(i) for i in sp["gatys_iters"])
     timed = int(sp["gatys_timed_iters"])
@@ -536,7 +614,9 @@ def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
     doc = {"alias": b["alias"], "config": cfg, "seconds": round(time.perf_counter() - t0, 1), "missing": missing,
            "versions": _versions(judged), "quality": quality, "size": int(st["size"]), "gatys_iters": iters, "speed": speed, "speed_model": arch,
            "engine": f"{engine.name} {engine.precision}",
-           "device": "cpu", "threads": torch.get_num_threads()}
+           "device": "cpu", "threads": torch.get_num_threads(), "data": data,
+           "content": [str(p) for p in content], "not_measured": not_measured,
+           "style_images": {f"style-{j}": p for j, (_, p) in objectives.items()}}
     (met / "benchmark_style.json").write_text(json.dumps(doc, indent=1))
     _write_csv(plots / "benchmark_style_quality.csv", qrows)
     _write_csv(plots / "benchmark_style_speed.csv", srows)

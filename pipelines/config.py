@@ -9,6 +9,9 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# Committed files at the data folder's own relative paths (the public-domain paintings, see its
+# styles/SOURCES.md): what `data_file` falls back to, so a clone without a data folder still runs.
+EMBEDDED_DATA = ROOT / "assets"
 
 
 def params_path() -> Path:
@@ -46,7 +49,10 @@ def section(name: str) -> dict[str, Any]:
     value = params().get(name)
     if not isinstance(value, dict):
         raise KeyError(f"{params_path()}: missing section {name!r}")
-    return copy.deepcopy(value)
+    value = copy.deepcopy(value)
+    if name == "train" and isinstance((value.get("style") or {}).get("styles"), dict):
+        _resolve_styles(value["style"])
+    return value
 
 
 def resolve(path: str | Path) -> Path:
@@ -57,6 +63,55 @@ def resolve(path: str | Path) -> Path:
 
 def data_dir() -> Path:
     return resolve(os.environ.get("PERCEPTUAL_DATA_DIR") or params().get("data_dir", "../shared/data"))
+
+
+def has_data_dir() -> bool:
+    """Whether the data folder exists and holds anything (else the run is on the embedded default)."""
+    d = data_dir()
+    return d.is_dir() and any(d.iterdir())
+
+
+def data_file(rel: str | Path) -> Path:
+    """A data-folder path from params: absolute as given; else under data_dir(); else the committed
+    copy under EMBEDDED_DATA; else (neither has it) the data-folder path, which an error then names."""
+    p = Path(rel).expanduser()
+    if p.is_absolute():
+        return p
+    found = data_dir() / p
+    if not found.exists() and (EMBEDDED_DATA / p).exists():
+        return EMBEDDED_DATA / p
+    return found
+
+
+_ANNOUNCED: set[str] = set()
+
+
+def _resolve_styles(style: dict) -> None:
+    """train.style.styles entries as absolute paths through data_file (train.job_spec joins relative
+    ones to data_dir(), so a painting missing from the data folder is found in the committed copy), and
+    one line per process on stderr for each style `dvc repro` trains: which file, from where."""
+    import sys
+
+    rels = dict(style["styles"])
+    style["styles"] = {k: str(data_file(v)) for k, v in rels.items()}
+    for job in style.get("jobs") or []:
+        if job not in rels or job in _ANNOUNCED:
+            continue
+        _ANNOUNCED.add(job)
+        path = Path(style["styles"][job])
+        if Path(rels[job]).is_absolute():
+            where = "as given"
+        elif path.is_relative_to(EMBEDDED_DATA):
+            where = f"the committed painting: the data folder {data_dir()} has none"
+        elif path.is_file():
+            where = "the data folder"
+        else:
+            from .data_fetch import fetch_command
+
+            cmd = fetch_command([Path(rels[job]).as_posix()])
+            where = (f"missing: not in the data folder and not committed under {EMBEDDED_DATA}"
+                     + (f"; run `{cmd}`" if cmd else ""))
+        print(f"style image of style-{job}: {path} ({where})", file=sys.stderr, flush=True)
 
 
 def fetch_dir() -> Path:

@@ -60,6 +60,15 @@ def select(entries: list[Entry], names: list[str]) -> list[Entry]:
     return [e for e in entries if e.group in want]
 
 
+def fetch_command(paths: list[str]) -> str | None:
+    """`perceptual data fetch GROUP ...` that brings the data-folder paths ``paths`` (files or folders,
+    relative, "/"-separated); None when the manifest knows none of them. The stages print it where a
+    data set is missing ("not measured: run ...")."""
+    want = [p.strip("/") for p in paths]
+    groups = {e.group for e in load_manifest() for p in want if e.path == p or e.path.startswith(p + "/")}
+    return "perceptual data fetch " + " ".join(g for g in GROUPS if g in groups) if groups else None
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

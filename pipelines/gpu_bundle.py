@@ -103,7 +103,7 @@ def pack(job: str, out: Path, photos: Path | None = None) -> dict:
         owned.claim(tmp, "gpu_bundle pack")
         shutil.copytree(photos, tmp / "data/acquired/images")
         style_rel = Path(styles[name])
-        style_src = style_rel if style_rel.is_absolute() else config.data_dir() / style_rel
+        style_src = config.data_file(style_rel)  # the data folder's, else the committed painting
         if not style_src.is_file():
             raise FileNotFoundError(f"gpu bundle: style image not found: {style_src} (params train.style.styles)")
         style_dst = Path("data") / (style_rel.name if style_rel.is_absolute() else style_rel)

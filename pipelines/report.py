@@ -186,6 +186,25 @@ def anchor_line(sr: dict) -> str | None:
     return ("Anchors, measured by this run on the standard LR files: " + "; ".join(parts) + ".") if parts else None
 
 
+def data_line(sr: dict | None, st: dict | None) -> str | None:
+    """One line: the data the benchmarks read (a data folder, or the embedded default) and what they
+    could not measure without it, with the one `perceptual data fetch` command that brings all of it."""
+    from .data_fetch import GROUPS
+
+    data = (sr or {}).get("data") or (st or {}).get("data")
+    if not data:
+        return None  # results written before the benchmarks recorded it
+    gone = [m for m in (sr or {}).get("not_measured") or []]
+    gone += [{"set": "the official SRCNN", **m} for m in (sr or {}).get("missing") or [] if m.get("fetch")]
+    gone += [{"set": f"the content photo {m['photo']}", **m} for m in (st or {}).get("not_measured") or []]
+    names = list(dict.fromkeys(m["set"] for m in gone))
+    words = {w for m in gone for w in m["fetch"].split()}
+    groups = [g for g in GROUPS if g in words]
+    if not names:
+        return f"Data: {data}."
+    return f"Data: {data}. Not measured: {', '.join(names)}: run `perceptual data fetch {' '.join(groups)}`."
+
+
 def speed_table(st: dict) -> tuple[str, list[str], list[list[str]]]:
     iters = sorted({int(k[5:-2]) for e in st["speed"].values() for k in e if k.startswith("gatys") and k.endswith("_s")
                     and k[5:-2].isdigit()})
@@ -295,6 +314,9 @@ def render(bench_dirs: dict, out: Path, *, title: str = "perceptual: benchmark r
     env = environment()
     d.p(f"Generated {env['when']} on {env['cpu']}, GPU: {env['gpu']}; registry alias judged: "
         f"{(sr or st)['alias']}.")
+    line = data_line(sr, st)
+    if line:
+        d.p(line)
 
     if sr:
         d.h(2, "Super-resolution (the paper's Table 2 layout)")
@@ -303,7 +325,8 @@ def render(bench_dirs: dict, out: Path, *, title: str = "perceptual: benchmark r
         d.p("Methods: " + "; ".join(f"x{k.split('/')[0][1:]} {k.split('/')[1]} = {v}"
                                     for k, v in sr.get("labels", {}).items() if k.split("/")[1] != "bicubic") + ".")
         if sr.get("missing"):
-            d.p("Not measured: " + "; ".join(f"x{m['scale']} {m['method']}: {m['reason']}" for m in sr["missing"]))
+            d.p("Not measured: " + "; ".join(f"x{m['scale']} {m['method']}: "
+                                             f"{m['reason'].removeprefix('not measured: ')}" for m in sr["missing"]))
         line = anchor_line(sr)
         if line:
             d.p(line)

@@ -127,3 +127,31 @@ def test_sr_benchmark_judges_the_champion_beside_the_challenger(tmp_path, bench_
 
     head = sr_tables(doc)[0][1]
     assert "ours l_pixel (champion)" in head and "ours l_pixel" in head
+
+
+def test_a_set_the_data_folder_lacks_is_not_measured(tmp_path, bench_params, data_dir, weights_cache):
+    """A data folder with Set5 only (no Set14, no SRCNN weights): Set5 and the builtin-photo set are
+    scored, Set14 and the official SRCNN are 'not measured' with the command that fetches them, in
+    the JSON, the log and the report's data line; the crops come from a set that was measured."""
+    from pipelines.report import data_line
+
+    folder = tmp_path / "data"
+    (folder / "Set5").mkdir(parents=True)
+    (folder / "Set5" / "HR").symlink_to(data_dir / "Set5" / "HR")
+    env = bench_params(sets={"Set5": "Set5/HR", "Set14": "Set14/HR", "Embedded": ["skimage:camera.png"]},
+                       scales=[4], protocols=["standard"], primary="standard", vgg_layers=[], max_images=1)
+    env["PERCEPTUAL_DATA_DIR"] = str(folder)
+    r = cli("benchmark", "sr", env_extra=env)
+    doc = json.loads((tmp_path / "metrics/benchmark_sr.json").read_text())
+    assert set(doc["results"]["x4"]) == {"Set5", "Embedded"}
+    assert doc["data"] == f"data folder {folder}"
+    gone = {m["set"]: m for m in doc["not_measured"]}
+    assert set(gone) == {"Set14"} and gone["Set14"]["reason"] == "not measured: run `perceptual data fetch set14`"
+    assert gone["Set14"]["path"] == str(folder / "Set14/HR")
+    off = [m for m in doc["missing"] if m["method"] == "srcnn-official"]
+    assert off and off[0]["reason"] == "not measured: run `perceptual data fetch srcnn`"
+    assert "Set14: not measured: run `perceptual data fetch set14`" in r.stderr
+    crops = json.loads((tmp_path / "out/sr_crops.json").read_text())
+    assert {c["image"] for c in crops} == {"camera"}  # not Set14 (not measured): the first set, Embedded here
+    assert data_line(doc, None) == (f"Data: data folder {folder}. Not measured: Set14, the official SRCNN: "
+                                    f"run `perceptual data fetch set14 srcnn`.")

@@ -2,10 +2,12 @@
 from a folder of 128 real COCO photos plus planted bad files, prepare both patch datasets on
 the session's Ray instance, one training job of each kind on Ray Train with MLflow, the
 benchmarks of the trained models, promotion and the report; then nothing to do, and a forced
-rerun is byte-identical; then two scheduled report runs build a history with trends."""
+rerun is byte-identical; then two scheduled report runs build a history with trends. And the same
+pipeline with no data folder at all, on the embedded default (builtin photos, committed paintings)."""
 from __future__ import annotations
 
 import csv
+import html
 import json
 import os
 import re
@@ -31,7 +33,7 @@ def run(cmd, cwd, env):
 def make_repo(tmp_path: Path, params: dict) -> tuple[Path, dict]:
     repo = tmp_path / "repo"
     ign = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for d in ("perceptual_core", "pipelines", "models"):
+    for d in ("perceptual_core", "pipelines", "models", "assets"):
         shutil.copytree(ROOT / d, repo / d, ignore=ign)
     for f in ("dvc.yaml", ".dvcignore"):
         shutil.copy(ROOT / f, repo / f)
@@ -195,3 +197,52 @@ def test_dvc_repro_whole_pipeline(tmp_path, data_dir, weights_cache, ray_address
     page = (repo / "reports/scheduled/benchmark.html").read_text()
     assert "Trends over the scheduled runs" in page and "champion models" in page
     assert len(list((repo / "reports/scheduled/runs").iterdir())) == 2
+
+
+def test_dvc_repro_without_a_data_folder(tmp_path, weights_cache, ray_address):
+    """A fresh clone without the data folder: `dvc repro` runs every stage on the embedded default (the
+    builtin photos, a committed painting, the held-out builtin benchmark photos) and exits 0; the sets
+    and weights only a data folder has are 'not measured' with the command that fetches them, and the
+    run and the report say which data they used. Tiny settings: one style job, no SR training."""
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data_dir"] = str(tmp_path / "no_such_folder")
+    assert params["acquire"]["source"] == "builtin"  # the default: photos inside the dependency wheels
+    params["prepare_style"].update(patches_per_image=1)
+    params["prepare_sr"].update(patches_per_image=1)
+    b = params["benchmark"]
+    b["sr"].update(max_images=1, scales=[4])  # the default sets: Embedded, Set5, Set14, BSD100
+    b["style"].update(size=48, gatys_iters=[2])
+    b["speed"].update(sizes=[48], repeats=1, gatys_timed_iters=1, gatys_iters=[1, 100])
+    tr = params["train"]
+    tr.update(report_every=2, checkpoint_every=2)
+    tr["style"].update(jobs=["starry_night"], iterations=2, crop=64, batch_size=2)  # a committed painting
+    tr["sr"]["jobs"], tr["srcnn"]["jobs"] = [], []
+    repo, env = make_repo(tmp_path, params)
+    env["PERCEPTUAL_DATA_DIR"] = str(empty)  # set, and empty: as hidden as unset with no ../shared/data
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    r = run([str(DVC), "repro"], repo, env)
+    log = r.stdout + r.stderr
+
+    painting = repo / "assets/styles/style_images/starry_night.jpg"
+    assert f"style image of style-starry_night: {painting} (the committed painting" in log
+    assert (repo / "outputs/train/style-starry_night/model.pt").is_file()
+    assert {row["origin"].split(":")[0] for row in read_csv(repo / "data/acquired/sources.csv")} <= {"skimage",
+                                                                                                   "matplotlib"}
+    sr = json.loads((repo / "metrics/benchmark_sr.json").read_text())
+    assert sr["data"].startswith("embedded default: ") and str(empty) in sr["data"]
+    assert set(sr["results"]["x4"]) == {"Embedded"} and {"standard", "blur"} == set(sr["results"]["x4"]["Embedded"])
+    gone = {m["set"]: m["reason"] for m in sr["not_measured"]}
+    assert gone == {s: f"not measured: run `perceptual data fetch {s.lower()}`" for s in ("Set5", "Set14", "BSD100")}
+    assert "Set5: not measured: run `perceptual data fetch set5`" in log
+    assert any(m["method"] == "srcnn-official" and "perceptual data fetch srcnn" in m["reason"] for m in sr["missing"])
+    st = json.loads((repo / "metrics/benchmark_style.json").read_text())
+    assert st["style_images"] == {"style-starry_night": str(painting)} and st["content"][0].endswith("china.jpg")
+    assert set(st["quality"]["style-starry_night"]) == {"photo", "ours", "gatys2"}
+    assert st["quality"]["style-starry_night@champion"]  # the shipped release, judged on the same photo
+    page = (repo / "reports/benchmark.html").read_text()
+    assert "Data: embedded default: " in page and "| x4 | Embedded |" in (repo / "reports/benchmark.md").read_text()
+    line = next(x for x in html.unescape(page).split("<p>") if x.startswith("Data: "))
+    assert "Not measured: " in line and "the official SRCNN, the content photo amber.jpg: run " \
+           "`perceptual data fetch set5 set14 bsd100 srcnn styles`.</p>" in line

@@ -227,11 +227,11 @@ def test_all_writes_the_decisions_json(store):
     assert r.returncode == 1, r.stderr  # a missing metric fails the stage
     res = json.loads(out.read_text())
     by_model = {d["model"]: d for d in res["decisions"]}
-    assert list(by_model) == promote.model_names() and "style-la_muse" in by_model
+    assert list(by_model) == promote.model_names() and "style-starry_night" in by_model
     assert by_model["srcnn-x4"]["decision"] == "first_champion" and by_model["srcnn-x4"]["challenger_value"] == 27.0
     assert by_model["sr-x4-pixel"]["reason_code"] == "missing_metric" and f"v{pv1}" in by_model["sr-x4-pixel"]["reason"]
-    assert by_model["style-la_muse"] == {"model": "style-la_muse", "decision": "skipped", "reason_code": None,
-                                        "reason": "not registered"}
+    assert by_model["style-starry_night"] == {"model": "style-starry_night", "decision": "skipped",
+                                             "reason_code": None, "reason": "not registered"}
     assert res["counts"]["first_champion"] == 1 and res["counts"]["refused"] == 1 and res["by"] == "dvc"
     assert "sr-x4-pixel: REFUSED" in r.stdout and _champion("srcnn-x4") == v1
 
