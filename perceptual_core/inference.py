@@ -77,7 +77,7 @@ def upscale_image(model: nn.Module | Engine, img: LoadedImage, *, scale: int | N
     arch = getattr(model, "config", {}).get("arch")
     if arch == "srcnn":
         if not scale:
-            raise ValueError("an SRCNN model needs scale= (it is not stored in the network)")
+            raise ValueError("an SRCNN model needs its scale (--scale N; the network does not store it)")
         from .srcnn import srcnn_upscale
 
         lr = img.to_tensor().permute(1, 2, 0).double().numpy()

@@ -107,6 +107,16 @@ def task_of(config: dict) -> str:
     return "stylize" if config.get("arch") == "transform" else "upscale"
 
 
+def photo_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What the network itself takes for an RGB batch ``x``: SRCNN works on the (bicubic-upscaled) Y
+    channel, every other network on RGB. For checks that run a shipped network directly."""
+    if getattr(model, "config", {}).get("arch") == "srcnn":
+        from .metrics import y_bt601
+
+        return y_bt601(x, axis=1)
+    return x
+
+
 def state_from_bytes(data: bytes, name: str) -> tuple[dict, dict[str, torch.Tensor]]:
     """(network config, fp32 state dict) from safetensors bytes."""
     from safetensors import SafetensorError

@@ -97,7 +97,8 @@ def _run_model(a, kind: str) -> int:
 
     check_tile(a.tile)  # before the model loads: a bad value is a usage error, not N failed images
     ref = _model_ref(a, kind)
-    model, _ = modelref.load(ref, kind, auto_device(a.device), scale=getattr(a, "scale", None))
+    scale = getattr(a, "scale", None) or (modelref.scale_from_name(ref) if kind == "upscale" else None)
+    model, _ = modelref.load(ref, kind, auto_device(a.device), scale=scale)
     inf = config.section("inference")  # the engine is checked against the plain network before use
     model = build_engine(model, a.engine, a.precision, verify=inf["verify"], tolerance=inf["tolerance"],
                          cache_dir=config.resolve(inf["onnx_cache"]) if inf.get("onnx_cache") else None)
@@ -113,7 +114,7 @@ def _run_model(a, kind: str) -> int:
         if kind == "stylize":
             y, alpha = stylize_image(model, img, preserve_color=a.preserve_color, tile=a.tile or None)
         else:
-            y, alpha = upscale_image(model, img, scale=a.scale, tile=a.tile or None)
+            y, alpha = upscale_image(model, img, scale=scale, tile=a.tile or None)
         if alpha is not None and dst.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
             alpha = None  # these formats have no alpha; the user asked for them
         save_image(dst, y, alpha=alpha, bit_depth=img.bit_depth, icc_profile=img.icc_profile, exif=img.exif)

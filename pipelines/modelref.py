@@ -33,6 +33,19 @@ def checkpoint_bytes(ref: str) -> bytes:
                      f"(shipped: {', '.join(names) or 'none'}; `perceptual models` lists them)")
 
 
+def scale_from_name(ref: str) -> int | None:
+    """The scale an SRCNN's name states (`srcnn-x4`, `models:/srcnn-x4@champion`): an SRCNN network
+    does not store one, its name does. None for any other name."""
+    from . import jobname
+
+    name = ref[len("models:/"):].split("@")[0].split("/")[0] if ref.startswith("models:/") else ref
+    try:
+        j = jobname.parse(name)
+    except ValueError:
+        return None
+    return j.scale if j.kind == "srcnn" else None
+
+
 def check_task(config: dict, ref: str, kind: str, scale: int | None = None) -> None:
     """Refuse a network that cannot do ``kind`` (stylize | upscale) at ``scale``."""
     arch = config.get("arch")

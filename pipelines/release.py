@@ -118,10 +118,13 @@ def fp16_psnr(model, half_model, photos) -> float:
 
     from perceptual_core.engines import psnr
 
+    from perceptual_core.zoo import photo_input
+
     worst = float("inf")
     with torch.inference_mode():
         for _, x in photos:
-            worst = min(worst, float(psnr(half_model(x[None]).clamp(0, 1), model(x[None]).clamp(0, 1))))
+            x = photo_input(model, x[None])
+            worst = min(worst, float(psnr(half_model(x).clamp(0, 1), model(x).clamp(0, 1))))
     return worst
 
 
@@ -215,9 +218,11 @@ def reference_stats(model, ref: dict) -> dict:
     from perceptual_core.inference import resize_longer
     from perceptual_core.io import load_image
 
+    from perceptual_core.zoo import photo_input
+
     x = resize_longer(load_image(config.data_dir() / ref["photo"]).to_tensor(), int(ref["size"]))
     with torch.inference_mode():
-        y = model(x[None])[0].clamp(0, 1)
+        y = model(photo_input(model, x[None]))[0].clamp(0, 1)
     return {"photo": ref["photo"], "size": int(ref["size"]), "mean": [round(v, 5) for v in y.mean(dim=(1, 2)).tolist()],
             "std": [round(v, 5) for v in y.std(dim=(1, 2)).tolist()]}
 
@@ -322,7 +327,7 @@ def _sr_release_info(job: str, model, out: Path) -> dict:
                 rows.append({"set": set_name, "protocol": protocol, "method": mid, "images": len(per[mid]), **mean})
     info = {"quality": {"scale": scale, "sets": list(q["sets"]), "primary": bsr["primary"], "rows": rows,
                         "degradation": config.section("degradation")}}
-    if len(tiles) == 3:
+    if {"bicubic", "ours", "hr"} <= tiles.keys():
         import torch
 
         strip = np.concatenate([tiles["bicubic"], tiles["ours"], tiles["hr"]], axis=1)
@@ -432,10 +437,12 @@ def _sr_quality_lines(name: str, e: dict, peers: dict | None = None) -> list[str
     rows, scale, loss = q["rows"], q["scale"], jobname.parse(name).loss
     vgg = sorted(k for k in rows[0] if k.startswith("vgg_"))
     d = q["degradation"]
+    trained = {k: "" for k in ("bicubic", "blur")}
+    trained[e["training"]["params"].get("degradation", "blur")] = " (how it was trained)"
     lines = ["## Quality (measured on benchmark images never trained on)", "",
              f"Y channel (MATLAB BT.601), {scale} px shaved at the border; LR protocols: `standard` = the set's "
-             f"bicubic LR files, `blur` = Gaussian blur sigma {d['blur_sigma']} then MATLAB bicubic (how it was "
-             f"trained). VGG = feature reconstruction distance to HR (lower is better).", "",
+             f"bicubic LR files{trained['bicubic']}, `blur` = Gaussian blur sigma {d['blur_sigma']} then MATLAB "
+             f"bicubic{trained['blur']}. VGG = feature reconstruction distance to HR (lower is better).", "",
              "| set | LR | method | Y-PSNR (dB) | SSIM | " + " | ".join(f"VGG {k[4:]}" for k in vgg) + " |",
              "|---|---|---|---|---|" + "---|" * len(vgg)]
     for r in rows:
@@ -453,7 +460,7 @@ def _sr_quality_lines(name: str, e: dict, peers: dict | None = None) -> list[str
         diffs = {k: by[(*k, "ours")]["psnr_y"] - by[(*k, "official")]["psnr_y"] for k in keys
                  if k[1] == "standard" and (*k, "official") in by}
         ok = bool(diffs) and all(d >= -gap for d in diffs.values())
-        lines.append(f"- within {gap:g} dB Y-PSNR of the official SRCNN weights on the standard protocol on every "
+        lines.append(f"- within {gap:.1f} dB Y-PSNR of the official SRCNN weights on the standard protocol on every "
                      f"set: {'met' if ok else 'NOT met'} (" + ", ".join(
                          f"{s} {by[(s, p, 'ours')]['psnr_y']:.2f} vs {by[(s, p, 'official')]['psnr_y']:.2f} dB, "
                          f"{d:+.2f}" for (s, p), d in diffs.items()) + ")")

@@ -38,7 +38,7 @@ def test_shipped_model_loads_by_name_and_matches_its_reference(entry, data_dir):
     ref = entry.info["reference"]
     x = resize_longer(load_image(data_dir / ref["photo"]).to_tensor(), ref["size"])
     with torch.inference_mode():
-        y = model(x[None])[0].clamp(0, 1)
+        y = model(zoo.photo_input(model, x[None]))[0].clamp(0, 1)
     mean = y.mean(dim=(1, 2)).tolist()
     std = y.std(dim=(1, 2)).tolist()
     assert mean == pytest.approx(ref["mean"], abs=2e-3), (mean, ref["mean"])
@@ -115,3 +115,21 @@ def test_modelref_names_files_uris_and_shipped(tiny_zoo, tmp_path):
     shutil.rmtree(tiny_zoo)
     with pytest.raises(ValueError, match="shipped: none"):
         modelref.checkpoint_bytes("style-tiny")
+
+
+def test_shipped_srcnn_upscales_at_the_scale_its_name_states(data_dir, tmp_path):
+    """An SRCNN network stores no scale: `--model srcnn-x4` takes it from the name (x4), any other name
+    gives none."""
+    from PIL import Image
+
+    from pipelines import modelref
+
+    assert modelref.scale_from_name("srcnn-x4") == 4 and modelref.scale_from_name("models:/srcnn-x8@champion") == 8
+    assert modelref.scale_from_name("sr-x4-pixel") is None and modelref.scale_from_name("models/x.pt") is None
+    if not (ROOT / "models" / "srcnn-x4.safetensors").is_file():
+        pytest.skip("srcnn-x4 is not shipped")
+    lr = data_dir / "Set5" / "LR_bicubic_x4" / "butterfly.png"
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "upscale", str(lr), "--model", "srcnn-x4", "-o",
+                        str(tmp_path / "o.png")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "o.png").size == tuple(4 * s for s in Image.open(lr).size)
