@@ -219,6 +219,36 @@ def row_ray_node_loss(inp, work):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def row_ray_actor_killed(inp, work):
+    """The inference actor of a Ray batch job (a local instance the job starts) SIGKILLed after 3 outputs:
+    Ray Data restarts it and retries its work; nothing lost or doubled, exit 0."""
+    import psutil
+
+    for i, p in enumerate(sorted(inp.iterdir())):  # 2 copies: work left after the kill
+        shutil.copy(p, inp / f"copy-{i}{p.suffix}")
+    env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-", dir="/tmp")}
+    env.pop("RAY_ADDRESS", None)
+    out = work / "out"
+    proc = subprocess.Popen([str(Path(PY).with_name("perceptual")), "batch", "stylize", "--model", "style-la_muse",
+                             "--input", str(inp), "--output", str(out), "--actors", "1"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed, deadline = None, time.time() + 600
+    try:
+        while killed is None and proc.poll() is None and time.time() < deadline:
+            n = len([p for p in out.glob("*") if not p.name.startswith(("_", "."))]) if out.is_dir() else 0
+            if n >= 3:
+                for c in psutil.Process(proc.pid).children(recursive=True):  # only this job's processes
+                    with contextlib.suppress(psutil.Error):
+                        if "MapWorker" in " ".join(c.cmdline()):
+                            c.kill()
+                            killed = n
+            time.sleep(0.05)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+    return proc.returncode, _error_line(err), _count(inp, out), {"killed_after_outputs": killed}
+
+
 def row_ray_address_dead(inp, work):
     """RAY_ADDRESS names a cluster that is not there (nothing listens): one line naming it, at once
     (Ray itself retries for minutes, silently), nothing written."""
@@ -426,6 +456,7 @@ def main(argv=None) -> int:
              ("malicious pickle as a registry artifact", row_malicious_registry_artifact),
              ("S3: bucket does not exist", lambda i, w: row_s3(i, w, endpoint, "missing bucket")),
              ("S3: endpoint not listening", lambda i, w: row_s3(i, w, dead, "unreachable")),
+             ("Ray: the inference actor SIGKILLed", row_ray_actor_killed),
              ("Ray: a node lost mid-job (2 nodes)", row_ray_node_loss),
              ("Ray: RAY_ADDRESS with no cluster", row_ray_address_dead),
              ("S3: access denied (IAM)", row_s3_access_denied),

@@ -60,3 +60,12 @@ def test_ray_address_with_no_cluster_is_one_line_at_once(photos, tmp_path):
     assert rc == 2, line
     assert line.startswith(f"error: RAY_ADDRESS={extra['address']}: cannot connect to a Ray cluster there")
     assert counts["outputs"] == 0 and counts["partial_files"] == 0
+
+
+def test_the_inference_actor_killed_mid_job_loses_nothing(photos, tmp_path):
+    """SIGKILL of the Ray actor that runs the model (local instance), with work left: Ray Data restarts
+    it and retries; every photo written once, exit 0."""
+    rc, line, counts, extra = faults.row_ray_actor_killed(photos, tmp_path)
+    assert extra["killed_after_outputs"] is not None and extra["killed_after_outputs"] < counts["inputs"], extra
+    assert rc == 0, line
+    assert counts == {"inputs": 10, "outputs": 10, "failure_rows": 0, "lost": 0, "duplicates": 0, "partial_files": 0}
