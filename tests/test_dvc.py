@@ -57,14 +57,15 @@ def read_csv(path: Path) -> list[dict]:
 
 def check_benchmarks_promotion_report(repo: Path, env: dict, client) -> None:
     """benchmark_sr / benchmark_style judged the quickly trained models (and the shipped releases, which
-    register_release made champion v1 of style-la_muse and sr-x4-feat), logged to their MLflow runs;
-    promotion made the first SRCNN challenger champion (this test's families have no SR floor), refused
-    the quick style and l_feat models against the releases, and the report shows every method."""
+    register_release made champion v1 of style-la_muse, sr-x4-feat and srcnn-x4), logged to their MLflow
+    runs; promotion refused the quick style, l_feat and SRCNN models against the releases, and the report
+    shows every method."""
     sr = json.loads((repo / "metrics/benchmark_sr.json").read_text())
     x4 = sr["results"]["x4"]["Set5"]
     assert set(x4) == {"standard", "blur"}
     # sr-x4-pixel was not trained; the shipped sr-x4-feat (champion) is judged beside the quick one
-    assert set(x4["standard"]) == {"bicubic", "srcnn-official", "srcnn", "feat", "feat@champion"}
+    assert set(x4["standard"]) == {"bicubic", "srcnn-official", "srcnn", "srcnn@champion", "feat", "feat@champion"}
+    assert x4["standard"]["srcnn@champion"]["psnr_y"] > x4["standard"]["srcnn"]["psnr_y"]  # the release
     assert x4["blur"]["feat@champion"]["vgg_relu2_2"] < x4["blur"]["feat"]["vgg_relu2_2"]
     assert x4["blur"]["bicubic"]["psnr_y"] < x4["standard"]["bicubic"]["psnr_y"]  # blurred LR is harder
     assert all(v["vgg_relu2_2"] > 0 for v in x4["standard"].values())
@@ -76,7 +77,7 @@ def check_benchmarks_promotion_report(repo: Path, env: dict, client) -> None:
     sp = st["speed"]["64"]
     assert sp["gatys2_measured"] is True and sp["gatys100_measured"] is False and sp["speedup100"] > 1
     for name, metric, v, decision in (("sr-x4-feat", "bench.vgg_relu2_2_mean", "2", "rejected"),
-                                      ("srcnn-x4", "bench.psnr_y_mean", "1", "first_champion")):
+                                      ("srcnn-x4", "bench.psnr_y_mean", "2", "rejected")):
         mv = client.get_model_version(name, v)
         assert metric in client.get_run(mv.run_id).data.metrics, (name, metric)
         assert "bench.bicubic." + metric[6:] in client.get_run(mv.run_id).data.metrics  # the floor's figure
@@ -91,7 +92,7 @@ def check_benchmarks_promotion_report(repo: Path, env: dict, client) -> None:
     assert str(quick.version) == "2" and quick.tags["promotion.decision"] == "rejected"
     assert "bench.total_loss" in client.get_run(release.run_id).data.metrics
     promo = (repo / "metrics/promotion.json").read_text()
-    assert "first_champion" in promo and "sr-x4-feat" in promo and "rejected" in promo
+    assert "srcnn-x4" in promo and "sr-x4-feat" in promo and "rejected" in promo
     page = (repo / "reports/benchmark.html").read_text()
     for method in ("bicubic", "SRCNN (official)", "SRCNN (retrained)", "ours l_feat", "Gatys 4 it", "ours (s)",
                    "Training loss curves", "Promotion decisions", "git_commit"):
@@ -165,7 +166,7 @@ def test_dvc_repro_whole_pipeline(tmp_path, data_dir, weights_cache, ray_address
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     for job, name, v in (("style-la_muse", "style-la_muse", "2"), ("sr-x4-feat", "sr-x4-feat", "2"),
-                         ("srcnn-x4", "srcnn-x4", "1")):  # v1 of style-la_muse and sr-x4-feat: the release
+                         ("srcnn-x4", "srcnn-x4", "2")):  # v1 of each: the release
         tm = json.loads((repo / f"outputs/train/{job}/metrics.json").read_text())
         assert tm["iterations"] == 4 and tm["model"] == name
         assert str(client.get_model_version_by_alias(name, "challenger").version) == tm["version"] == v
