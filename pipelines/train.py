@@ -461,8 +461,9 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
     after = (f"after training; the weights are kept in {out_dir / 'last'} (iteration {state['iteration']}): "
              f"`python -m pipelines.train {job} --resume` registers them once MLflow is back")
     with _tracking_step(after):
-        sent = tracking.backfill_metrics(run_id, [({k: v for k, v in r.items() if k not in ("time", "event")},
-                                                   r["iteration"], r["time"]) for r in reports])
+        with tracking.short_retries(retries=3):  # a server still down fails in seconds, not MLflow's ~4 min
+            sent = tracking.backfill_metrics(run_id, [({k: v for k, v in r.items() if k not in ("time", "event")},
+                                                       r["iteration"], r["time"]) for r in reports])
         if sent:
             print(f"train: sent MLflow the {sent} reports it missed", file=sys.stderr)
         tracking.log_image(run_id, _validation_grid(model, spec), "validation_grid.png")
