@@ -32,6 +32,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -69,6 +70,17 @@ def _count(inp: Path, out: Path) -> dict:
             "partial_files": sum(1 for p in out.rglob("*") if p.name.endswith(".partial")) if out.is_dir() else 0}
 
 
+def _outputs(out: Path) -> int:
+    """Outputs written so far (not the job's own files: _summary.json, the lock, partial files)."""
+    return len([p for p in out.glob("*") if not p.name.startswith(("_", "."))]) if out.is_dir() else 0
+
+
+def _double(inp: Path) -> None:
+    """A second copy of every photo in ``inp``: work left when a fault strikes after a few outputs."""
+    for i, p in enumerate(sorted(inp.iterdir())):
+        shutil.copy(p, inp / f"copy-{i}{p.suffix}")
+
+
 def row_second_job(inp, work):
     from pipelines import batch, output_lock
 
@@ -89,7 +101,7 @@ def row_killed_driver(inp, work):
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 300
-    while time.time() < deadline and len([p for p in out.glob("*") if not p.name.startswith(("_", "."))]) < 3:
+    while time.time() < deadline and _outputs(out) < 3:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -123,18 +135,22 @@ def row_corrupt_archives(inp, work):
     return r.returncode, _error_line(r.stderr), _count(src, out), {}
 
 
-def row_malicious_checkpoint(inp, work):
+def _evil_checkpoint(path: Path, marker: Path) -> Path:
+    """A project-format checkpoint whose pickle, if ever unpickled, writes ``marker``."""
     import torch
-
-    marker = work / "ran"
 
     class Payload:
         def __reduce__(self):
             return (exec, (f"open({str(marker)!r}, 'w').write('ran')",))
 
-    evil = work / "evil.pt"
     torch.save({"format": "perceptual-checkpoint-v1", "config": {"arch": "transform"}, "state_dict": {},
-                "meta": {"x": Payload()}}, evil)
+                "meta": {"x": Payload()}}, path)
+    return path
+
+
+def row_malicious_checkpoint(inp, work):
+    marker = work / "ran"
+    evil = _evil_checkpoint(work / "evil.pt", marker)
     out = work / "out"
     r = _cli(["batch", "stylize", "--model", str(evil), "--input", str(inp), "--output", str(out), "--no-ray"])
     return r.returncode, _error_line(r.stderr), _count(inp, out), {"payload_ran": marker.exists()}
@@ -144,30 +160,17 @@ def row_malicious_registry_artifact(inp, work):
     """A registry version whose checkpoint artifact is a pickle that would run a command, served by
     alias as batch jobs find models (`models:/NAME@challenger`, a real sqlite registry): refused before
     any work, the payload never runs."""
-    import torch
-
     from perceptual_core.networks import build_model
     from pipelines import tracking
 
     marker = work / "ran"
-
-    class Payload:
-        def __reduce__(self):
-            return (exec, (f"open({str(marker)!r}, 'w').write('ran')",))
-
-    evil = work / "model.pt"
-    torch.save({"format": "perceptual-checkpoint-v1", "config": {"arch": "transform"}, "state_dict": {},
-                "meta": {"x": Payload()}}, evil)
+    evil = _evil_checkpoint(work / "model.pt", marker)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
            "PERCEPTUAL_CACHE_DIR": str(work / "cache")}
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
-    try:
+    with mock.patch.dict(os.environ, MLFLOW_TRACKING_URI=env["MLFLOW_TRACKING_URI"]):
         run_id = tracking.start_run("style-evil", {"job": {"note": "a poisoned registry artifact"}})
         tracking.finish_run(run_id, build_model({"arch": "transform"}), evil, model_name="style-evil",
                             example_hw=(64, 64))
-    finally:
-        os.environ.pop("MLFLOW_TRACKING_URI") if old is None else os.environ.update(MLFLOW_TRACKING_URI=old)
     out = work / "out"
     r = _cli(["batch", "stylize", "--model", "models:/style-evil@challenger", "--allow-unpromoted", "--input",
               str(inp), "--output", str(out), "--no-ray"], env=env)
@@ -178,8 +181,7 @@ def row_ray_node_loss(inp, work):
     """A batch job (2 inference actors, one per node) on a 2-node Ray cluster on 127.0.0.1 (`ray start`
     head + a second node, 1 CPU each); the second node (its `ray start --block` process group: raylet,
     workers) is SIGKILLed after 3 outputs. The job must finish on the head: nothing lost or doubled."""
-    for i, p in enumerate(sorted(inp.iterdir())):  # 2 copies: work left for the head after the loss
-        shutil.copy(p, inp / f"copy-{i}{p.suffix}")
+    _double(inp)  # work left for the head after the loss
     ray_bin = str(Path(PY).with_name("ray"))
     tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
     env = {**os.environ, "RAY_TMPDIR": tmp, "RAY_AUTH_MODE": "disabled"}
@@ -204,7 +206,7 @@ def row_ray_node_loss(inp, work):
                                 stderr=subprocess.PIPE, text=True)
         killed, deadline = None, time.time() + 600
         while killed is None and proc.poll() is None and time.time() < deadline:
-            n = len([p for p in out.glob("*") if not p.name.startswith(("_", "."))]) if out.is_dir() else 0
+            n = _outputs(out)
             if n >= 3:
                 os.killpg(nodes[1].pid, signal.SIGKILL)
                 killed = n
@@ -224,8 +226,7 @@ def row_ray_actor_killed(inp, work):
     Ray Data restarts it and retries its work; nothing lost or doubled, exit 0."""
     import psutil
 
-    for i, p in enumerate(sorted(inp.iterdir())):  # 2 copies: work left after the kill
-        shutil.copy(p, inp / f"copy-{i}{p.suffix}")
+    _double(inp)  # work left after the kill
     env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-", dir="/tmp")}
     env.pop("RAY_ADDRESS", None)
     out = work / "out"
@@ -235,7 +236,7 @@ def row_ray_actor_killed(inp, work):
     killed, deadline = None, time.time() + 600
     try:
         while killed is None and proc.poll() is None and time.time() < deadline:
-            n = len([p for p in out.glob("*") if not p.name.startswith(("_", "."))]) if out.is_dir() else 0
+            n = _outputs(out)
             if n >= 3:
                 for c in psutil.Process(proc.pid).children(recursive=True):  # only this job's processes
                     with contextlib.suppress(psutil.Error):

@@ -42,20 +42,13 @@ def without_credentials(key: str, value: str) -> str:
     """``value`` with any ``user:password@`` of a URI removed: a job's environment shows in the Ray
     dashboard and its logs, so passwords never travel in it (the cluster gets its own, e.g.
     MLFLOW_TRACKING_USERNAME/PASSWORD from a Kubernetes Secret)."""
-    from urllib.parse import urlsplit, urlunsplit
+    from .tracking import redact
 
-    try:
-        parts = urlsplit(value)
-        user = parts.username or parts.password
-        host, port = parts.hostname, parts.port
-    except ValueError:  # not a URI (or a malformed one): nothing to strip by URI rules
-        return value
-    if not (parts.scheme and parts.netloc and user):
-        return value
-    host = f"[{host}]" if host and ":" in host else (host or "")
-    print(f"jobs: {key}: the credentials in its URI are not sent with the job; give the cluster its own",
-          file=sys.stderr)
-    return urlunsplit(parts._replace(netloc=host + (f":{port}" if port else "")))
+    stripped = redact(value)
+    if stripped != value:
+        print(f"jobs: {key}: the credentials in its URI are not sent with the job; give the cluster its own",
+              file=sys.stderr)
+    return stripped
 
 
 def job_env(pairs: list[str]) -> dict[str, str]:

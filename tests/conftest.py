@@ -17,6 +17,18 @@ def pytest_configure(config):
         raise pytest.UsageError(f"data folder not found: {DATA} (set PERCEPTUAL_DATA_DIR)")
 
 
+def reply_with_range(handler, body: bytes, rng: str | None) -> int:
+    """For the test HTTP servers: send the status and headers of a GET answered from ``body``, honouring
+    ``Range: bytes=N-`` (``rng``; None: the whole body, 200). -> the first byte of ``body`` to send."""
+    start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+    handler.send_response(206 if rng else 200)
+    if rng:
+        handler.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+    handler.send_header("Content-Length", str(len(body) - start))
+    handler.end_headers()
+    return start
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA

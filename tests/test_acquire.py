@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import reply_with_range
 from pipelines import storage
 from pipelines.acquire import acquire, main
 
@@ -242,15 +243,8 @@ class _ZipHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         rng = self.headers.get("Range")
         type(self).log.append(("GET", rng))
-        body, start = self.body, 0
-        if rng and not self.ignore_range:
-            start = int(rng.split("=")[1].split("-")[0])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
+        body = self.body
+        start = reply_with_range(self, body, None if self.ignore_range else rng)
         if type(self).truncate_next:
             type(self).truncate_next = False
             self.wfile.write(body[start:len(body) // 2])

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import reply_with_range
 from pipelines import cli, data_fetch
 from pipelines.data_fetch import FetchError, fetch
 
@@ -39,15 +40,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not f.is_file():
             self.send_error(404)
             return
-        body, start = f.read_bytes(), 0
-        if rng:
-            start = int(rng.split("=")[1].split("-")[0])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
+        body = f.read_bytes()
+        start = reply_with_range(self, body, rng)
         if rel in self.drop_once:
             self.drop_once.discard(rel)
             self.wfile.write(body[start:start + (len(body) - start) // 2])
