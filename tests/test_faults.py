@@ -46,8 +46,8 @@ def test_malicious_pickle_as_a_registry_artifact_never_runs(photos, tmp_path):
 
 
 def test_a_ray_node_lost_mid_job_loses_nothing(photos, tmp_path):
-    """One of two Ray nodes (`ray start` on 127.0.0.1, one inference actor each) SIGKILLed after 3
-    outputs: the job finishes on the node that is left, exit 0, every photo written once."""
+    """One of two Ray nodes (`ray start` on 127.0.0.1, one inference actor each) SIGKILLed at the first
+    output: the job finishes on the node that is left, exit 0, every photo written once."""
     rc, line, counts, extra = faults.row_ray_node_loss(photos, tmp_path)
     assert extra["killed_after_outputs"] is not None, line  # the node died while work was left
     assert rc == 0, line
