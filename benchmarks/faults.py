@@ -10,13 +10,12 @@ driver mid-job, tests/test_train.py a training worker). For each fault: the exit
 (an input with neither an output nor a failure row, after the rerun where the row has one),
 duplicates, partial files left, and the error line a user sees. Prints a table, writes JSON.
 
-Rows: a second job on the same output; the driver killed (SIGKILL) mid-job, then rerun; one of two
-Ray nodes killed mid-job (Ray, not --no-ray); a full disk
-(RLIMIT_FSIZE); corrupt archives (truncated .tar.gz, a zip too short for its directory); a malicious
-pickle as the checkpoint and as a registry version's artifact; an S3 bucket that does not exist, an
-endpoint nothing listens on, credentials
-the bucket's policy refuses (moto's IAM enforcement) and a proxy that resets every 4th request (a moto
-server on 127.0.0.1).
+Rows: a second job on the same output; the driver killed (SIGKILL) mid-job, then rerun; the Ray
+inference actor killed, one of two Ray nodes killed, and a RAY_ADDRESS with no cluster (Ray, not
+--no-ray); a full disk (RLIMIT_FSIZE); corrupt archives (truncated .tar.gz, a zip too short for its
+directory); a malicious pickle as the checkpoint and as a registry version's artifact; an S3 bucket
+that does not exist, an endpoint nothing listens on, credentials the bucket's policy refuses (moto's
+IAM enforcement) and a proxy that resets every 4th request (a moto server on 127.0.0.1).
 """
 from __future__ import annotations
 
