@@ -204,6 +204,8 @@ def export(job: str, from_gpu: Path | None = None) -> dict:
         entry.update(_style_release_info(job, half_model, photos, q, out))
     else:
         entry.update(_sr_release_info(job, half_model, out))
+        entry["load_check"] = load_check(half_model, entry["config"].get("scale") or jobname.parse(job).scale,
+                                         config.data_dir())
     _write_manifest(out, job, entry)
     (out / entry["card"]).write_text(card(job, entry, json.loads((out / "MANIFEST.json").read_text())["models"]))
     print(f"release: wrote {f} ({entry['bytes']:,} bytes, sha256 {sha}); fp16 storage {db:.1f} dB", file=sys.stderr)
@@ -225,6 +227,27 @@ def reference_stats(model, ref: dict) -> dict:
         y = model(photo_input(model, x[None]))[0].clamp(0, 1)
     return {"photo": ref["photo"], "size": int(ref["size"]), "mean": [round(v, 5) for v in y.mean(dim=(1, 2)).tolist()],
             "std": [round(v, 5) for v in y.std(dim=(1, 2)).tolist()]}
+
+
+#: tests/test_zoo.py's Y-PSNR check of every shipped SR model (within 0.05 dB of the stored value)
+LOAD_CHECK = {"set": "Set5", "images": ("bird", "butterfly")}
+
+
+def load_check(model, scale: int, data_dir: Path) -> dict:
+    """Y-PSNR (dB, shave = scale) of an SR model on two Set5 images, stored in the manifest at export:
+    a broken loader or a wrong weights file moves it by far more than the test's 0.05 dB. LR: the
+    set's standard bicubic files where the data folder has them at this scale, else MATLAB bicubic
+    from the HR (x8)."""
+    from perceptual_core import sr_eval as ev
+
+    root = data_dir / LOAD_CHECK["set"]
+    lr = root / f"LR_bicubic_x{scale}"
+    files = [root / "HR" / f"{n}.png" for n in LOAD_CHECK["images"]]
+    srcnn = model.config["arch"] == "srcnn"
+    method = ev.srcnn_method(model, scale) if srcnn else ev.network_method(model, scale)
+    res = ev.evaluate(method, ev.load_pairs(files, scale, lr if lr.is_dir() else None), scale)
+    return {"set": LOAD_CHECK["set"], "lr": "standard" if lr.is_dir() else "matlab-bicubic-from-hr",
+            "psnr_y": {r["name"]: round(float(r["psnr_y"]), 4) for r in res["images"]}}
 
 
 def training_seconds(jdir: Path) -> float:

@@ -45,6 +45,24 @@ def test_shipped_model_loads_by_name_and_matches_its_reference(entry, data_dir):
     assert std == pytest.approx(ref["std"], abs=2e-3), (std, ref["std"])
 
 
+SHIPPED_SR = [e for e in SHIPPED if e.task == "upscale"]
+
+
+@pytest.mark.parametrize("entry", SHIPPED_SR, ids=[e.name for e in SHIPPED_SR])
+def test_shipped_sr_model_scores_its_stored_set5_psnr(entry, data_dir):
+    """Every shipped SR model, loaded by name as `perceptual upscale --model NAME` loads it (SHA-256
+    checked), scores the Y-PSNR stored at release on two Set5 images within 0.05 dB."""
+    from pipelines import jobname, modelref, release
+
+    assert zoo.sha256_file(entry.file) == entry.sha256
+    stored = entry.info["load_check"]
+    model, _ = modelref.load(entry.name, "upscale", "cpu", scale=modelref.scale_from_name(entry.name))
+    got = release.load_check(model, jobname.parse(entry.name).scale, data_dir)
+    assert got["lr"] == stored["lr"] and got["psnr_y"].keys() == stored["psnr_y"].keys()
+    for name, db in stored["psnr_y"].items():
+        assert got["psnr_y"][name] == pytest.approx(db, abs=0.05), (name, got["psnr_y"][name], db)
+
+
 def _cli(*args, env_dir: Path, cwd: Path):
     import os
 
