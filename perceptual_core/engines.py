@@ -30,7 +30,7 @@ serves every image size (the traced TorchScript graph would otherwise freeze tho
 
 int8 (onnxruntime static QDQ quantisation, per-channel weights, calibrated on COCO photos) was measured
 and rejected: 22-25 dB PSNR against fp32 on the style network (bound 40 dB) and little faster on AVX2
-without VNNI (benchmarks/speed.py, README "Inference engines and speed").
+without VNNI (benchmarks/speed.py, docs/engines.md).
 
 Tiled inference (images over ``--tile``) always runs the plain network: whole-image instance-norm
 statistics need its modules (see tiling.py).

@@ -4,8 +4,8 @@
     bash scripts/gpu_train.sh starry_night [SECONDS]                  # there: prepare + train, then $OUT/
     python -m pipelines.gpu_bundle run style-starry_night --out DIR   # what the script runs
 
-A lent GPU machine (see the device notes in the README) has torch, pyarrow, PIL and PyYAML but no
-Ray, MLflow or DVC, no network and no data folder; what it gets is the working tree plus at most
+A lent GPU machine (see docs/models.md, "On a single GPU with only torch") has torch, pyarrow, PIL
+and PyYAML but no Ray, MLflow or DVC, no network and no data folder; what it gets is the working tree plus at most
 64 MiB carried in. So `pack` writes ``tmp/gpu_bundle/`` (carry it):
 
 - ``params.yaml``: the release params (`pipelines.release.release_params`) with the GPU settings of
