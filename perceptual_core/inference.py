@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from .engines import Engine
-from .io import LoadedImage
+from .io import LoadedImage, tensor_to_array
 from .metrics import luma
 from .resize import imresize
 
@@ -68,31 +68,46 @@ def stylize_image(model: nn.Module | Engine, img: LoadedImage, *, preserve_color
 
 
 @torch.no_grad()
-def upscale_image(model: nn.Module | Engine, img: LoadedImage, *, scale: int | None = None, tile: int | None = None,
-                  overlap: int = 48) -> tuple[torch.Tensor, np.ndarray | None]:
-    """Return the (C, sH, sW) tensor in [0,1] (C = 1 for grayscale input) and the bicubic-upscaled alpha.
+def upscale_image(model: nn.Module | Engine, img: LoadedImage, *, scale: int | None = None,
+                  tile: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return the upscaled image as an (sH, sW, C) array at the input's bit depth (uint8/uint16; C = 1
+    for grayscale input) and the upscaled alpha (MATLAB bicubic, rounded), or None.
 
+    tile: the largest output block side (sr_blocks.py: exact, with a receptive-field halo; memory is
+    bounded by the block and the integer output, whatever the input size); None: whole image at once.
     SRCNN checkpoints (which do not know their scale) need ``scale`` and run the official protocol
     (bicubic-upscaled Y restored by the network, Cb/Cr bicubic)."""
+    from .sr_blocks import upscale_blockwise
+
     arch = getattr(model, "config", {}).get("arch")
+    h, w = img.pixels.shape[:2]
+    bits = img.bit_depth
     if arch == "srcnn":
         if not scale:
             raise ValueError("an SRCNN model needs its scale (--scale N; the network does not store it)")
         from .srcnn import srcnn_upscale
 
+        net = model.model if isinstance(model, Engine) else model
         lr = img.to_tensor().permute(1, 2, 0).double().numpy()
-        rgb, _ = srcnn_upscale(model.model if isinstance(model, Engine) else model, lr, scale)
-        y = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+
+        def block(r0, r1, c0, c1):
+            rgb, _ = srcnn_upscale(net, lr[r0:r1, c0:c1], scale)  # uint8, as the official code
+            return rgb if bits == 8 else rgb.astype(np.uint16) * 257
     else:
         if scale and scale != model.scale:
             raise ValueError(f"scale={scale} but the model upscales x{model.scale}")
-        y = _forward(model, _rgb_tensor(img, "cpu"), tile, overlap).clamp(0, 1)
-        scale = y.shape[-1] // img.pixels.shape[1]
-        if img.is_gray:
-            y = luma(y, axis=1)
-        y = y[0]
+        scale = model.scale
+        x = _rgb_tensor(img, "cpu")
+
+        def block(r0, r1, c0, c1):
+            y = _forward(model, x[..., r0:r1, c0:c1], None, 0).clamp(0, 1)
+            return tensor_to_array((luma(y, axis=1) if img.is_gray else y)[0], bits)
+    out = upscale_blockwise(block, (h, w), scale, tile=tile)
     alpha = None
     if img.alpha is not None:
-        a = imresize(img.alpha.astype(np.float64), scale)
-        alpha = np.clip(np.round(a), 0, np.iinfo(img.alpha.dtype).max).astype(img.alpha.dtype)
-    return y, alpha
+        a = img.alpha.astype(np.float64)
+        top = np.iinfo(img.alpha.dtype).max
+        alpha = upscale_blockwise(
+            lambda r0, r1, c0, c1: np.clip(np.round(imresize(a[r0:r1, c0:c1], scale)), 0, top).astype(img.alpha.dtype),
+            (h, w), scale, tile=tile)
+    return out, alpha

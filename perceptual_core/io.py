@@ -409,9 +409,8 @@ def save_image(path, image, *, alpha=None, bit_depth: int = 8, icc_profile: byte
     embedded for PNG/JPEG/WebP/TIFF (BMP cannot hold them). quality: JPEG/WebP only.
     """
     path = Path(path)
-    data = encode_image(path, image, alpha=alpha, bit_depth=bit_depth, icc_profile=icc_profile,
-                        exif=exif, quality=quality)
-    atomic_write(path, lambda f: f.write(data))
+    im = _encoder(path, image, alpha=alpha, bit_depth=bit_depth, icc_profile=icc_profile, exif=exif, quality=quality)
+    atomic_write(path, im)  # encoded straight into the file: no copy of the encoded bytes in memory
     return path
 
 
@@ -419,7 +418,15 @@ def encode_image(path, image, *, alpha=None, bit_depth: int = 8, icc_profile: by
                  exif: bytes | None = None, quality: int = 95) -> bytes:
     """The file bytes save_image would write to ``path`` (format from its extension), for writers
     that are not a local file (object stores, tar shards). Same arguments and errors."""
-    path = Path(path)
+    buf = io.BytesIO()
+    _encoder(Path(path), image, alpha=alpha, bit_depth=bit_depth, icc_profile=icc_profile, exif=exif,
+             quality=quality)(buf)
+    return buf.getvalue()
+
+
+def _encoder(path: Path, image, *, alpha, bit_depth: int, icc_profile: bytes | None, exif: bytes | None,
+             quality: int):
+    """Check and convert the image now (errors before any file is opened); return write(f)."""
     fmt = _SAVE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"{path}: unsupported extension {path.suffix!r}; use one of {sorted(_SAVE_FORMATS)}")
@@ -438,13 +445,14 @@ def encode_image(path, image, *, alpha=None, bit_depth: int = 8, icc_profile: by
     if pixels.dtype == np.uint16 and fmt == "TIFF" and pixels.shape[2] != 1:
         raise ValueError(f"{path}: Pillow cannot write 16-bit colour/alpha TIFF; use .png")
     if fmt == "PNG" and pixels.dtype == np.uint16:
-        return _encode_png16(pixels, icc_profile, exif)
+        return lambda f: f.write(_encode_png16(pixels, icc_profile, exif))
     meta = {k: v for k, v in (("icc_profile", icc_profile), ("exif", exif)) if v and fmt != "BMP"}
-    buf = io.BytesIO()
-    im = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
     extra = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    im.save(buf, format=fmt, **meta, **extra)
-    return buf.getvalue()
+
+    def write(f):
+        Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(f, format=fmt, **meta, **extra)
+
+    return write
 
 
 def _is_tensor(x) -> bool:

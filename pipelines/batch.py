@@ -90,6 +90,9 @@ class BatchSpec:
     def from_params(cls, **kw) -> BatchSpec:
         sec = dict(config.section("batch"))
         sec["fmt"] = sec.pop("format", "png")
+        up_tile = sec.pop("upscale_tile", None)
+        if kw.get("kind") == "upscale" and up_tile is not None:  # upscaling tiles by output pixels
+            sec["tile"] = up_tile
         inf = config.section("inference")
         sec.update(model_engine=inf["engine"], precision=inf["precision"], engine_verify=inf["verify"],
                    engine_tolerance=inf["tolerance"],
@@ -109,6 +112,10 @@ class BatchSpec:
         from perceptual_core.tiling import check_tile
 
         check_tile(self.tile)
+        if self.kind == "upscale" and self.scale:
+            from perceptual_core.sr_blocks import check_tile as check_sr_tile
+
+            check_sr_tile(self.tile, self.scale)
         if self.overlap < 0:
             raise ValueError(f"--overlap must be >= 0, got {self.overlap}")
         if not 0 < self.cpus_per_actor or self.read_cpus <= 0 or self.gpus_per_actor < 0:
@@ -439,9 +446,9 @@ class Predictor:
         try:
             if s.kind == "stylize":
                 y, alpha = stylize_image(self.model, img, preserve_color=s.preserve_color, tile=tile, overlap=s.overlap)
-            else:
-                y, alpha = upscale_image(self.model, img, scale=s.scale, tile=tile, overlap=s.overlap)
-            out = tensor_to_array(y, img.bit_depth)
+                out = tensor_to_array(y, img.bit_depth)
+            else:  # tiled by output pixels, quantised block by block (sr_blocks.py)
+                out, alpha = upscale_image(self.model, img, scale=s.scale, tile=tile)
         except (RuntimeError, ValueError) as e:  # e.g. out of memory on one huge image
             return _row(key=row["key"], source=row["source"], status="failed", error=f"inference failed: {e}")
         h, w, c = out.shape

@@ -95,10 +95,16 @@ def _run_model(a, kind: str) -> int:
 
     from . import modelref
 
+    if a.tile is None:
+        a.tile = config.section("batch")["upscale_tile" if kind == "upscale" else "tile"]
     check_tile(a.tile)  # before the model loads: a bad value is a usage error, not N failed images
     ref = _model_ref(a, kind)
     scale = getattr(a, "scale", None) or (modelref.scale_from_name(ref) if kind == "upscale" else None)
     model, _ = modelref.load(ref, kind, auto_device(a.device), scale=scale)
+    if kind == "upscale":  # upscaling tiles by output pixels (sr_blocks.py): its floor depends on the scale
+        from perceptual_core.sr_blocks import check_tile as check_sr_tile
+
+        check_sr_tile(a.tile, getattr(model, "scale", None) or scale)
     inf = config.section("inference")  # the engine is checked against the plain network before use
     model = build_engine(model, a.engine, a.precision, verify=inf["verify"], tolerance=inf["tolerance"],
                          cache_dir=config.resolve(inf["onnx_cache"]) if inf.get("onnx_cache") else None)
@@ -214,7 +220,8 @@ def _batch_parser(sub) -> None:
         s.add_argument("--overwrite", action="store_true", help="redo images whose output exists")
         s.add_argument("--output-archive", action="store_true", help="write tar shards instead of loose files")
         s.add_argument("--shard-size", type=int, help="images per tar shard")
-        s.add_argument("--tile", type=int, help="tile images with a side over this (0: never)")
+        s.add_argument("--tile", type=int, help="stylize: tile images with a side over this; upscale: the largest "
+                       "output block side (0: never)")
         s.add_argument("--overlap", type=int, help="context pixels around each tile")
         s.add_argument("--actors", type=int, help="inference actors (one model each)")
         s.add_argument("--cpus-per-actor", type=float, help="CPUs per actor (fractional on small machines)")
@@ -258,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
         s.add_argument("--format", default="png", help="output extension when writing to a folder")
         s.add_argument("--device", default="auto")
-        s.add_argument("--tile", type=int, default=config.section("batch")["tile"],
-                       help="process images with a side over this in overlapping tiles (0: never)")
+        s.add_argument("--tile", type=int, help="stylize: tile images with a side over this (params: batch.tile); "
+                       "upscale: the largest output block side (bounds memory; params: batch.upscale_tile); 0: never")
         s.add_argument("--preserve-color", action="store_true", default=False,
                        help="stylize: keep the input's colours (luminance-only transfer)")
         inf = config.section("inference")

@@ -187,11 +187,11 @@ def test_inference_api_takes_an_engine(onnx_style, style_net, data_dir):
     lr = load_image(data_dir / "Set5/LR_bicubic_x4/bird.png")
     a, _ = upscale_image(eng, lr, scale=4)
     b, _ = upscale_image(sr, lr, scale=4)
-    assert a.shape == b.shape == (3, 4 * lr.pixels.shape[0], 4 * lr.pixels.shape[1])
-    assert (a - b).abs().max() < CLOSE and b.std() > 0.05
-    a, _ = upscale_image(eng, lr, scale=4, tile=40, overlap=8)
-    b, _ = upscale_image(sr, lr, scale=4, tile=40, overlap=8)
-    assert torch.equal(a, b)
+    assert a.shape == b.shape == (4 * lr.pixels.shape[0], 4 * lr.pixels.shape[1], 3) and a.dtype == np.uint8
+    assert np.abs(a.astype(int) - b).max() <= 1 and b.std() > 0.05 * 255
+    a, _ = upscale_image(eng, lr, scale=4, tile=200)  # blocks: the engine runs each one
+    b, _ = upscale_image(sr, lr, scale=4, tile=200)
+    assert np.abs(a.astype(int) - b).max() <= 1
     with pytest.raises(ValueError, match="scale=8"):
         upscale_image(eng, lr, scale=8)
 
