@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --progress-bar off -e '.[test]'
 	@touch $@
 
-# The pipeline in dvc.yaml; the venv's bin on PATH so its stages find python, dvc and ray.
+# The pipeline in dvc.yaml (`dvc repro`, with stage i of n and the elapsed time: pipelines/make_run.py);
+# the venv's bin on PATH so its stages find python, dvc and ray.
 run: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" DVC_NO_ANALYTICS=1 $(VENV)/bin/dvc repro
+	PATH="$(abspath $(VENV))/bin:$$PATH" DVC_NO_ANALYTICS=1 $(PY) -m pipelines.make_run
 
 # A test process that dies without a summary lost its Ray head: print the head's error lines too.
 test: $(STAMP)
