@@ -11,7 +11,8 @@ driver mid-job, tests/test_train.py a training worker). For each fault: the exit
 duplicates, partial files left, and the error line a user sees. Prints a table, writes JSON.
 
 Rows: a second job on the same output; the driver killed (SIGKILL) mid-job, then rerun; the Ray
-inference actor killed, one of two Ray nodes killed, and a RAY_ADDRESS with no cluster (Ray, not
+inference actor killed, one of two Ray nodes killed (under a batch job, and under a 2-worker
+training run that must finish on the node left), and a RAY_ADDRESS with no cluster (Ray, not
 --no-ray); a full disk (RLIMIT_FSIZE); corrupt archives (truncated .tar.gz, a zip too short for its
 directory); a malicious pickle as the checkpoint and as a registry version's artifact; an S3 bucket
 that does not exist, an endpoint nothing listens on, credentials the bucket's policy refuses (moto's
@@ -177,11 +178,10 @@ def row_malicious_registry_artifact(inp, work):
     return r.returncode, _error_line(r.stderr), _count(inp, out), {"payload_ran": marker.exists()}
 
 
-def row_ray_node_loss(inp, work):
-    """A batch job (2 inference actors, one per node) on a 2-node Ray cluster on 127.0.0.1 (`ray start`
-    head + a second node, 1 CPU each); the second node (its `ray start --block` process group: raylet,
-    workers) is SIGKILLed at the first output. The job must finish on the head: nothing lost or doubled."""
-    _double(inp)  # work left for the head after the loss
+@contextlib.contextmanager
+def _two_nodes():
+    """A 2-node Ray cluster on 127.0.0.1 (`ray start` head + a second node, 1 CPU each, token auth off
+    as tests on 127.0.0.1 may): yields (address, env for its clients, the second node's process)."""
     ray_bin = str(Path(PY).with_name("ray"))
     tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
     env = {**os.environ, "RAY_TMPDIR": tmp, "RAY_AUTH_MODE": "disabled"}
@@ -199,26 +199,83 @@ def row_ray_node_loss(inp, work):
         nodes.append(subprocess.Popen([ray_bin, "start", f"--address={addr}", *common], env=env,
                                       start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         _wait_nodes(addr, 2, env)
-        out = work / "out"
-        proc = subprocess.Popen([str(Path(PY).with_name("perceptual")), "batch", "stylize", "--model",
-                                 "style-la_muse", "--input", str(inp), "--output", str(out), "--actors", "2"],
-                                env={**env, "RAY_ADDRESS": addr}, cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        killed, deadline = None, time.time() + 600
-        while killed is None and proc.poll() is None and time.time() < deadline:
-            n = _outputs(out)
-            if n >= 1:  # the model has started; the job writes the rest in seconds
-                os.killpg(nodes[1].pid, signal.SIGKILL)
-                killed = n
-            time.sleep(0.05)
-        _, err = proc.communicate(timeout=600)
-        return proc.returncode, _error_line(err), _count(inp, out), {"killed_after_outputs": killed}
+        yield addr, {**env, "RAY_ADDRESS": addr}, nodes[1]
     finally:
         for p in reversed(nodes):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def row_ray_node_loss(inp, work):
+    """A batch job (2 inference actors, one per node) on a 2-node Ray cluster on 127.0.0.1; the second
+    node (its `ray start --block` process group: raylet, workers) is SIGKILLed at the first output. The
+    job must finish on the head: nothing lost or doubled."""
+    _double(inp)  # work left for the head after the loss
+    with _two_nodes() as (addr, env, second):
+        out = work / "out"
+        proc = subprocess.Popen([str(Path(PY).with_name("perceptual")), "batch", "stylize", "--model",
+                                 "style-la_muse", "--input", str(inp), "--output", str(out), "--actors", "2"],
+                                env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        killed, deadline = None, time.time() + 600
+        while killed is None and proc.poll() is None and time.time() < deadline:
+            n = _outputs(out)
+            if n >= 1:  # the model has started; the job writes the rest in seconds
+                os.killpg(second.pid, signal.SIGKILL)
+                killed = n
+            time.sleep(0.05)
+        _, err = proc.communicate(timeout=600)
+        return proc.returncode, _error_line(err), _count(inp, out), {"killed_after_outputs": killed}
+
+
+TRAIN = ("import json, sys; from pipelines import train; "
+         "s = train.run_job('sr-x4-pixel', overrides=json.loads(sys.argv[1]), ray_overrides={'min_workers': 1}); "
+         "print('SUMMARY ' + json.dumps(s))")
+
+
+def row_ray_node_loss_training(inp, work, iterations: int = 40):
+    """A 2-worker training run (sr-x4-pixel on real COCO patches, elastic: train.ray.min_workers 1) on a
+    2-node Ray cluster on 127.0.0.1, the second node SIGKILLed after the second checkpoint: Ray Train
+    restarts the group from that checkpoint on the node that is left and the run finishes every
+    iteration, exit 0. "lost" counts iterations not trained; "duplicates", restarts from zero."""
+    from pipelines import prepare as prep
+    from pipelines import train
+
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data = Path(os.environ.get("PERCEPTUAL_DATA_DIR") or ROOT.parent / "shared" / "data")
+    photos = work / "coco"
+    photos.mkdir()
+    for p in sorted((data / "coco128_train2017" / "images").glob("*.jpg"))[:6]:
+        shutil.copy(p, photos / p.name)
+    prep.prepare("sr", {**params["prepare_sr"], "patches_per_image": 2}, params["degradation"], input_dir=photos,
+                 out_dir=work / "sr", use_ray=False)
+    out = work / "sr-x4-pixel"
+    spec = {"data": str(work / "sr"), "out_dir": str(out), "iterations": iterations, "report_every": 5,
+            "checkpoint_every": 10, "crop": 64, "batch_size": 2}
+    with _two_nodes() as (addr, env, second):
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+        proc = subprocess.Popen([PY, "-c", TRAIN, json.dumps(spec)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        killed, deadline = None, time.time() + 900
+        while killed is None and proc.poll() is None and time.time() < deadline:
+            ev = train.read_events(out) if out.is_dir() else []
+            ckpt = [e["iteration"] for e in ev if e["event"] == "checkpoint"]
+            if ckpt and max(ckpt) >= 20:  # the one before it is surely committed to Ray: lose the node now
+                os.killpg(second.pid, signal.SIGKILL)
+                killed = max(ckpt)
+            time.sleep(0.2)
+        stdout, err = proc.communicate(timeout=900)
+    summary = next((json.loads(ln[8:]) for ln in stdout.splitlines() if ln.startswith("SUMMARY ")), {})
+    starts = [e for e in train.read_events(out) if e["event"] == "start" and e["rank"] == 0] if out.is_dir() else []
+    done = int(summary.get("iterations") or 0)
+    counts = {"iterations": iterations, "trained": done, "lost": iterations - done,
+              "duplicates": sum(1 for e in starts[1:] if e["iteration"] == 0), "partial_files": 0}
+    return proc.returncode, _error_line(err), counts, {
+        "killed_after_checkpoint": killed, "restarts": summary.get("restarts"),
+        "resumed_from": summary.get("resumed_from"), "world_sizes": [e["world_size"] for e in starts]}
 
 
 def row_ray_actor_killed(inp, work):
@@ -460,6 +517,7 @@ def main(argv=None) -> int:
              ("S3: endpoint not listening", lambda i, w: row_s3(i, w, dead, "unreachable")),
              ("Ray: the inference actor SIGKILLed", row_ray_actor_killed),
              ("Ray: a node lost mid-job (2 nodes)", row_ray_node_loss),
+             ("Ray: a node lost mid-training (2 nodes)", row_ray_node_loss_training),
              ("Ray: RAY_ADDRESS with no cluster", row_ray_address_dead),
              ("S3: access denied (IAM)", row_s3_access_denied),
              ("S3: every 4th request reset", row_s3_resets)]

@@ -547,10 +547,15 @@ def _fit_with_ray(cfg: dict, rcfg: dict, out_dir: Path, resume: bool) -> None:
     if not resume:
         shutil.rmtree(storage, ignore_errors=True)
     n = int(rcfg["num_workers"])
+    low = rcfg.get("min_workers")
+    if low is not None and not 1 <= int(low) <= n:
+        raise ValueError(f"train.ray.min_workers must be between 1 and num_workers ({n}), got {low!r}")
+    # elastic (Ray Train): after a lost node the group restarts from the last checkpoint on what is left
+    workers = (int(low), n) if low is not None and int(low) < n else n
     with ray_session(num_cpus=n):
         trainer = TorchTrainer(
             train_loop, train_loop_config=cfg,
-            scaling_config=ScalingConfig(num_workers=n, use_gpu=bool(rcfg["use_gpu"]),
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(rcfg["use_gpu"]),
                                          resources_per_worker={"GPU": rcfg["gpus_per_worker"]} if rcfg["use_gpu"]
                                          else {"CPU": 1}),
             run_config=RunConfig(name=cfg["spec"]["job"], storage_path=str(storage),

@@ -69,3 +69,16 @@ def test_the_inference_actor_killed_mid_job_loses_nothing(photos, tmp_path):
     assert extra["killed_after_outputs"] is not None and extra["killed_after_outputs"] < counts["inputs"], extra
     assert rc == 0, line
     assert counts == {"inputs": 10, "outputs": 10, "failure_rows": 0, "lost": 0, "duplicates": 0, "partial_files": 0}
+
+
+@pytest.mark.full
+def test_a_ray_node_lost_mid_training_finishes_on_what_is_left(photos, tmp_path):
+    """A 2-worker training run (elastic, train.ray.min_workers 1) on two Ray nodes; the second node
+    SIGKILLed after the second checkpoint: the run goes on from a checkpoint (never from zero) on one
+    worker and trains every iteration, exit 0. Full tier (`pytest -m full`): minutes on 2 cores."""
+    rc, line, counts, extra = faults.row_ray_node_loss_training(photos, tmp_path)
+    assert extra["killed_after_checkpoint"] is not None, line
+    assert rc == 0, line
+    assert counts["lost"] == 0 and counts["duplicates"] == 0, (counts, extra)
+    assert extra["world_sizes"][0] == 2 and extra["world_sizes"][-1] == 1, extra
+    assert extra["restarts"] >= 1 and extra["resumed_from"] and min(extra["resumed_from"]) >= 10, extra
