@@ -1,29 +1,37 @@
-"""Train a style at paper scale on a GPU machine that has only torch: a bundle carried in, a run without Ray.
+"""Train a style or an SR network at paper scale on a GPU machine that has only torch: a bundle
+carried in, a run without Ray.
 
     python -m pipelines.gpu_bundle pack style-starry_night            # here -> tmp/gpu_bundle/ (<= 64 MiB with the code)
-    bash scripts/gpu_train.sh starry_night [SECONDS]                  # there: prepare + train, then $OUT/
-    python -m pipelines.gpu_bundle run style-starry_night --out DIR   # what the script runs
+    bash scripts/gpu_train.sh run starry_night [SECONDS]              # there: prepare + train, then $OUT/
+    python -m pipelines.gpu_bundle pack sr-x4-feat                    # the same for SR (sr-xS-pixel | sr-xS-feat)
+    bash scripts/gpu_train.sh run sr-x4-feat [SECONDS]
+    python -m pipelines.gpu_bundle run JOB --out DIR                  # what the script runs
 
 A lent GPU machine (see docs/models.md, "On a single GPU with only torch") has torch, pyarrow, PIL
 and PyYAML but no Ray, MLflow or DVC, no network and no data folder; what it gets is the working tree plus at most
 64 MiB carried in. So `pack` writes ``tmp/gpu_bundle/`` (carry it):
 
 - ``params.yaml``: the release params (`pipelines.release.release_params`) with the GPU settings of
-  ``release.gpu`` laid over ``train`` (256² crops, batch 4, bf16 autocast, channels_last, 40,000
-  iterations or ``max_seconds``), every path relative to the bundle;
+  ``release.gpu`` laid over ``train``: bf16 autocast, channels_last, the iterations or ``max_seconds``
+  (480 s) of wall time, whichever comes first; style jobs: 256² crops, batch 4, 40,000 iterations;
+  SR jobs (``release.gpu.sr`` laid over those): whole 288² patches (``prepare_sr.size``, the
+  paper's), batch 4, the paper's 200,000 iterations. Every path (`path_keys`) is relative to the bundle;
 - ``data/acquired/images``: the release's training photos (builtin + COCO 128, never a benchmark
-  image), exactly what `acquire` gave the CPU run, and ``data/<style image path>``;
-- ``vgg16_loss_fp16.safetensors``: the loss network's part of the verified ImageNet VGG-16 (conv1_1
-  to conv4_3) in fp16, 15 MB instead of 59 (`perceptual_core.vgg.save_loss_weights`; checked
-  against its pinned hash on load);
+  image), exactly what `acquire` gave the CPU run; style jobs also ``data/<style image path>``;
+- SR jobs that start from another model (``train.sr.init``, e.g. ``x4-feat: sr-x4-pixel``):
+  ``init/<model>.safetensors``, the shipped file itself (the manifest's SHA-256; a checkpoint file or
+  a ``models:/`` URI travels as ``init/JOB-init.pt``), checked here to hold the job's network;
+- ``vgg16_loss_fp16.safetensors`` (style and ℓ_feat jobs; ℓ_pixel needs no loss network): the loss
+  network's part of the verified ImageNet VGG-16 (conv1_1 to conv4_3) in fp16, 15 MB instead of 59
+  (`perceptual_core.vgg.save_loss_weights`; checked against its pinned hash on load);
 - ``BUNDLE.json``: the SHA-256 of every file, checked before the run.
 
-`run` resolves the params against the bundle's own folder, runs `prepare style --no-ray` (the
+`run` resolves the params against the bundle's own folder, runs `prepare style|sr --no-ray` (the
 same bytes as the Ray stage) and the same `train_loop` as Ray Train (``use_ray=False``: plain
-PyTorch on one CUDA device), then writes to ``--out``: ``style-NAME.safetensors`` (fp32, the zoo's
-format: `perceptual stylize --model FILE` reads it), ``gpu_train.json`` (device, torch version,
-iterations, wall time, iterations/s, last losses) and the run's ``events.jsonl``. Nothing in it
-imports ray, mlflow or dvc.
+PyTorch on one CUDA device; an SR job starts from the weights in ``init/``), then writes to ``--out``:
+``JOB.safetensors`` (fp32, the zoo's format: `perceptual stylize|upscale --model FILE` reads it),
+``gpu_train.json`` (device, torch version, iterations, wall time, iterations/s, last losses, the
+spec) and the run's ``events.jsonl``. Nothing in it imports ray, mlflow or dvc.
 """
 from __future__ import annotations
 
@@ -45,10 +53,16 @@ from . import config, jobname, owned
 
 BUNDLE = "BUNDLE.json"
 VGG_FILE = "vgg16_loss_fp16.safetensors"
+INIT_DIR = "init"
 MiB = 1 << 20
-# params keys that hold paths; the bundle stores them relative to itself and `run` makes them absolute
-PATH_KEYS = (("data_dir",), ("prepare_style", "input"), ("prepare_style", "out_dir"), ("prepare_style", "metrics"),
-             ("train", "out_dir"), ("train", "style", "data"), ("loss_network", "weights"))
+KINDS = ("style", "sr")  # the job kinds a bundle trains (srcnn: not on this path)
+# params keys that hold paths, per kind; the bundle stores them relative to itself and `run` makes them
+# absolute (`path_keys` adds the loss network's weights and train.sr.init's files where the bundle has them)
+PATH_KEYS = {kind: (("data_dir",), (f"prepare_{kind}", "input"), (f"prepare_{kind}", "out_dir"),
+                    (f"prepare_{kind}", "metrics"), ("train", "out_dir"), ("train", kind, "data")) for kind in KINDS}
+# the values of release.gpu laid over `train` (every kind) and over `train.<kind>`
+TRAIN_KEYS = ("precision", "channels_last", "compile", "report_every", "checkpoint_every")
+KIND_KEYS = ("crop", "batch_size", "iterations")
 
 
 def _tracked_bytes() -> int:
@@ -73,24 +87,73 @@ def _get(d: dict, keys: tuple):
     return d
 
 
+def path_keys(p: dict, kind: str) -> list[tuple]:
+    """The keys of params ``p`` that hold paths in a ``kind`` bundle."""
+    keys = list(PATH_KEYS[kind])
+    if (p.get("loss_network") or {}).get("weights"):
+        keys.append(("loss_network", "weights"))
+    if kind == "sr":
+        keys += [("train", "sr", "init", k) for k in (p["train"]["sr"].get("init") or {})]
+    return keys
+
+
+def gpu_settings(kind: str) -> dict:
+    """``release.gpu`` for ``kind``: its plain values with ``release.gpu.<kind>`` (e.g. ``sr``) laid over them."""
+    from . import release
+
+    g = release.settings()["gpu"]
+    return {**{k: v for k, v in g.items() if not isinstance(v, dict)}, **(g.get(kind) or {})}
+
+
+def _job(job: str) -> jobname.Job:
+    j = jobname.parse(job)
+    if j.kind not in KINDS:
+        raise ValueError(f"gpu bundle: {job!r}: only style-NAME and sr-xS-pixel|feat jobs train on the GPU path")
+    return j
+
+
+def _carry_init(ref: str, j: jobname.Job, model_cfg: dict, tmp: Path) -> dict:
+    """Write the model an SR job starts from (``train.sr.init``) to ``tmp/init/``, after the check
+    `train` makes (it holds the job's network); -> its record (ref, bundle-relative file, SHA-256)."""
+    from perceptual_core import zoo
+
+    from .train import _init_bytes
+
+    data = _init_bytes({"init": ref, "model": model_cfg, "kind": j.kind, "job": j.job})
+    (tmp / INIT_DIR).mkdir()
+    shipped = {e.name: e for e in zoo.entries()}
+    if not ref.startswith("models:/") and not Path(ref).is_file() and ref in shipped:
+        e = shipped[ref]  # a shipped model (models/): its release file unchanged, the manifest's SHA-256
+        rel = f"{INIT_DIR}/{e.file.name}"
+        (tmp / rel).write_bytes(zoo.verify(e))
+    else:  # a checkpoint or release file, or a registry version: its checkpoint bytes
+        rel = f"{INIT_DIR}/{j.job}-init.pt"
+        (tmp / rel).write_bytes(data)
+    return {"ref": ref, "file": rel, "sha256": sha256_file(tmp / rel)}
+
+
 # ------------------------------------------------------------------------------------------ pack
 
 def pack(job: str, out: Path, photos: Path | None = None) -> dict:
-    """Write the bundle for JOB (style-NAME) to ``out``; ``photos``: the training photos (default: the
-    release's acquired folder, acquired first if missing). Returns BUNDLE.json's content."""
+    """Write the bundle for JOB (style-NAME, sr-xS-pixel or sr-xS-feat) to ``out``; ``photos``: the training
+    photos (default: the release's acquired folder, acquired first if missing). Returns BUNDLE.json's content."""
     from perceptual_core.vgg import save_loss_weights
 
     from . import release
 
-    j = jobname.parse(job)
-    kind, name = j.kind, j.style
-    if kind != "style":
-        raise ValueError(f"gpu bundle: {job!r}: only style-NAME jobs train on the GPU path")
+    j = _job(job)
+    kind = j.kind
     p = release.release_params()
-    styles = p["train"]["style"]["styles"]
-    if name not in styles:
-        raise ValueError(f"gpu bundle: unknown style {name!r}: params train.style.styles has {sorted(styles)}")
-    g = release.settings()["gpu"]
+    t = p["train"]
+    if kind == "style":
+        styles = t["style"]["styles"]
+        if j.style not in styles:
+            raise ValueError(f"gpu bundle: unknown style {j.style!r}: params train.style.styles has {sorted(styles)}")
+    elif j.scale not in p["prepare_sr"]["scales"]:
+        raise ValueError(f"gpu bundle: {job}: params prepare_sr.scales is {p['prepare_sr']['scales']}, "
+                         f"without {j.scale}")
+    g = gpu_settings(kind)
+    needs_vgg = kind == "style" or j.loss == "feat"
     if photos is None:
         photos = release.acquired_photos()
     if not photos.is_dir() or not any(photos.iterdir()):
@@ -99,32 +162,46 @@ def pack(job: str, out: Path, photos: Path | None = None) -> dict:
     owned.check_deletable(out, "gpu_bundle pack", "--out", signature=BUNDLE)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    init = None
     try:
         owned.claim(tmp, "gpu_bundle pack")
         shutil.copytree(photos, tmp / "data/acquired/images")
-        style_rel = Path(styles[name])
-        style_src = config.data_file(style_rel)  # the data folder's, else the committed painting
-        if not style_src.is_file():
-            raise FileNotFoundError(f"gpu bundle: style image not found: {style_src} (params train.style.styles)")
-        style_dst = Path("data") / (style_rel.name if style_rel.is_absolute() else style_rel)
-        (tmp / style_dst).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(style_src, tmp / style_dst)
-        save_loss_weights(tmp / VGG_FILE)
+        if kind == "style":
+            style_rel = Path(styles[j.style])
+            style_src = config.data_file(style_rel)  # the data folder's, else the committed painting
+            if not style_src.is_file():
+                raise FileNotFoundError(f"gpu bundle: style image not found: {style_src} (params train.style.styles)")
+            style_dst = Path("data") / (style_rel.name if style_rel.is_absolute() else style_rel)
+            (tmp / style_dst).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(style_src, tmp / style_dst)
+            t["style"]["styles"] = {j.style: str(style_dst.relative_to("data"))}
+            t["style"]["jobs"] = [j.style]
+        else:
+            s = t["sr"]
+            ref = (s.get("init") or {}).get(j.key)
+            if ref:  # e.g. l_feat from the shipped l_pixel network (release.sr.init)
+                init = _carry_init(str(ref), j, dict(arch="sr", scale=j.scale, **s["network"]), tmp)
+            s["init"] = {j.key: init["file"]} if init else {}
+            s["jobs"] = [j.key]
+        for k in ("style", "sr", "srcnn"):  # the bundle trains this one job (no notice about another's data)
+            if k != kind and k in t:
+                t[k]["jobs"] = []
+        if needs_vgg:
+            save_loss_weights(tmp / VGG_FILE)
+        p["loss_network"].update(weights=VGG_FILE if needs_vgg else None, allow_download=False)
 
-        p["train"]["style"]["styles"] = {name: str(style_dst.relative_to("data"))}
-        p["train"]["style"]["jobs"] = [name]
-        for key, value in ((("data_dir",), "data"), (("prepare_style", "input"), "data/acquired/images"),
-                           (("prepare_style", "out_dir"), "work/data/style"),
-                           (("prepare_style", "metrics"), "work/metrics/prepare_style.json"),
-                           (("train", "out_dir"), "work/train"), (("train", "style", "data"), "work/data/style"),
-                           (("loss_network", "weights"), VGG_FILE)):
-            _set(p, key, value)
-        p["loss_network"]["allow_download"] = False
-        p["prepare_style"]["workers"] = 1
-        p["train"].update({k: g[k] for k in ("precision", "channels_last", "compile", "report_every",
-                                             "checkpoint_every")})
-        p["train"]["style"].update({k: g[k] for k in ("crop", "batch_size", "iterations")})
-        p["train"]["max_seconds"] = g["max_seconds"]
+        rel = {("data_dir",): "data", (f"prepare_{kind}", "input"): "data/acquired/images",
+               (f"prepare_{kind}", "out_dir"): f"work/data/{kind}",
+               (f"prepare_{kind}", "metrics"): f"work/metrics/prepare_{kind}.json",
+               ("train", "out_dir"): "work/train", ("train", kind, "data"): f"work/data/{kind}"}
+        for key in PATH_KEYS[kind]:
+            _set(p, key, rel[key])
+        p[f"prepare_{kind}"]["workers"] = 1
+        t.update({k: g[k] for k in TRAIN_KEYS})
+        for k in TRAIN_KEYS:
+            t[kind].pop(k, None)  # a per-kind release value would win over the GPU's in job_spec
+        t[kind].update({k: g[k] for k in KIND_KEYS})
+        t["max_seconds"] = g["max_seconds"]
         for k in ("acquire", "mlflow"):
             p.pop(k, None)  # not used there; keeps URIs of this machine out of the bundle
         (tmp / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
@@ -138,14 +215,17 @@ def pack(job: str, out: Path, photos: Path | None = None) -> dict:
                              f"release.gpu.carry_limit_mib={g['carry_limit_mib']}")
         doc = {"job": job, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "photos": sum(1 for f in files if f.startswith("data/acquired/images/")),
-               "bytes": size, "files": files, "train": {**g}}
+               "bytes": size, "files": files, "train": g}
+        if kind == "sr":
+            doc.update(patch=int(p["prepare_sr"]["size"]), init=init)
         (tmp / BUNDLE).write_text(json.dumps(doc, indent=1) + "\n")
         owned.remove(out, "gpu_bundle pack", "--out", signature=BUNDLE)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print(f"gpu bundle: {out} ({size / MiB:.1f} MiB, {doc['photos']} photos, {job}); with the code "
+    print(f"gpu bundle: {out} ({size / MiB:.1f} MiB, {doc['photos']} photos, {job}"
+          f"{', from ' + init['ref'] if init else ''}); with the code "
           f"{(size + code) / MiB:.1f} of {g['carry_limit_mib']} MiB", file=sys.stderr)
     return doc
 
@@ -167,9 +247,9 @@ def verify(bundle: Path) -> dict:
     return doc
 
 
-def _resolved_params(bundle: Path) -> Path:
+def _resolved_params(bundle: Path, kind: str) -> Path:
     p = config.read_params(bundle / "params.yaml")
-    for key in PATH_KEYS:
+    for key in path_keys(p, kind):
         _set(p, key, str((bundle / _get(p, key)).resolve()))
     (bundle / "work").mkdir(exist_ok=True)
     out = bundle / "work" / "params.resolved.yaml"
@@ -185,15 +265,16 @@ def run(job: str, bundle: Path, out: Path, seconds: float | None = None, iterati
 
     from . import prepare, train
 
+    kind = _job(job).kind
     doc = verify(bundle)
     if doc["job"] != job:
         raise ValueError(f"{bundle / BUNDLE}: packed for {doc['job']}, not {job}")
-    os.environ["PERCEPTUAL_PARAMS"] = str(_resolved_params(bundle))
+    os.environ["PERCEPTUAL_PARAMS"] = str(_resolved_params(bundle, kind))
     os.environ.pop("PERCEPTUAL_DATA_DIR", None)  # the bundle's data_dir, not this machine's
     config._load.cache_clear()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    summary = prepare.run_stage("style", use_ray=False)
+    summary = prepare.run_stage(kind, use_ray=False)
     t_prep = time.perf_counter() - t0
 
     spec = train.job_spec(job)
@@ -202,8 +283,11 @@ def run(job: str, bundle: Path, out: Path, seconds: float | None = None, iterati
     if iterations is not None:
         spec["iterations"] = iterations
     shutil.rmtree(spec["out_dir"], ignore_errors=True)
+    # an SR job's starting weights (the bundle's init/ file), checked to hold its network as `train` does
+    init_bytes = train._init_bytes(spec) if spec.get("init") else None
     t1 = time.perf_counter()
-    train.train_loop({"spec": spec, "use_ray": False, "vgg_weights": config.vgg_weights_arg()})
+    train.train_loop({"spec": spec, "use_ray": False, "vgg_weights": config.vgg_weights_arg(),
+                      "init_bytes": init_bytes})
     wall = time.perf_counter() - t1
 
     state = torch.load(Path(spec["out_dir"]) / "last" / train.STATE, map_location="cpu", weights_only=True)
@@ -212,16 +296,20 @@ def run(job: str, bundle: Path, out: Path, seconds: float | None = None, iterati
     reports = [e for e in train.read_events(Path(spec["out_dir"])) if e.get("event") == "report"]
     steady = reports[1:] or reports  # the first interval holds cuDNN autotuning and warm-up
     name = job
+    init = doc.get("init")  # SR: the model it started from, as packed
     sha = save_release(out / f"{name}.safetensors", model, half=False,
-                       meta={"iterations": state["iteration"], "trained_on": _device_name()})
+                       meta={"iterations": state["iteration"], "trained_on": _device_name(),
+                             **({"init": init["ref"]} if init else {})})
+    extra = ("scale", "loss", "degradation") if kind == "sr" else ()
     result = {
         "job": job, "device": _device_name(), "torch": torch.__version__, "iterations": int(state["iteration"]),
         "train_seconds": round(wall, 1), "prepare_seconds": round(t_prep, 1),
         "patches": summary["patches"], "iterations_per_s": round(
             sum(r["iterations_per_s"] for r in steady) / max(1, len(steady)), 3),
         "last": {k: v for k, v in (reports[-1] if reports else {}).items() if k.startswith("loss_")},
-        "spec": {k: spec[k] for k in ("crop", "batch_size", "iterations", "precision", "channels_last", "compile",
-                                      "weights", "lr", "max_seconds")},
+        "spec": {**{k: spec[k] for k in ("crop", "batch_size", "iterations", "precision", "channels_last", "compile",
+                                         "weights", "lr", "max_seconds") + extra},
+                 **({"init": init["ref"], "init_sha256": init["sha256"]} if init else {})},
         "model": {"file": f"{name}.safetensors", "sha256": sha, "config": dict(spec["model"])},
         "bundle_created": doc["created"],
     }
@@ -243,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="action", required=True)
     a = sub.add_parser("pack", help="write the bundle (here)")
-    a.add_argument("job")
+    a.add_argument("job", help="style-NAME, sr-xS-pixel or sr-xS-feat")
     a.add_argument("--out", default=str(config.ROOT / "tmp/gpu_bundle"))
     a.add_argument("--photos", default=None, help="training photos (default: the release's acquired folder)")
     r = sub.add_parser("run", help="prepare + train from a bundle (there)")
@@ -251,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--bundle", default=str(config.ROOT / "tmp/gpu_bundle"))
     r.add_argument("--out", required=True)
     r.add_argument("--seconds", type=float, default=None, help="wall-clock budget (default release.gpu.max_seconds)")
-    r.add_argument("--iterations", type=int, default=None, help="instead of release.gpu.iterations")
+    r.add_argument("--iterations", type=int, default=None,
+                   help="instead of release.gpu.iterations (SR jobs: release.gpu.sr.iterations)")
     args = ap.parse_args(argv)
     from . import run_stage
 

@@ -165,7 +165,8 @@ def _gpu_trained(job: str, folder: Path) -> tuple:
         else []
     params = _job_params(release_params(), job)
     params.update({k: g["spec"][k] for k in ("crop", "batch_size", "precision", "channels_last", "lr")}, workers=1)
-    name = jobname.parse(job).style
+    j = jobname.parse(job)
+    name = j.style if j.kind == "style" else job  # the script takes a style's name or an SR job's
     return model, {"command": f"scripts/gpu_train.sh pack {name}; scripts/gpu_train.sh run {name}",
                    "device": g["device"], "torch": g["torch"], "data": settings()["data"],
                    "iterations": g["iterations"], "wall_seconds": g["train_seconds"],

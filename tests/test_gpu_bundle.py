@@ -1,5 +1,6 @@
 """scripts/gpu_train.sh + pipelines/gpu_bundle.py: what is carried to a GPU machine that has only
-torch, and a run of it here (CPU, 2 iterations) with ray, mlflow and dvc made unimportable."""
+torch, and a run of it here (CPU, 1 iteration) with ray, mlflow and dvc made unimportable, for a style
+job and for sr-x4-feat (288² patches, from the shipped sr-x4-pixel)."""
 from __future__ import annotations
 
 import json
@@ -21,14 +22,45 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory, data_dir, weights_cache):
-    root = tmp_path_factory.mktemp("gpu")
-    photos = root / "photos"
-    photos.mkdir()
+def photos(tmp_path_factory, data_dir):
+    """6 real COCO photos (the release trains on the 128 and the builtin ones)."""
+    d = tmp_path_factory.mktemp("photos")
     for p in sorted((data_dir / "coco128_train2017" / "images").glob("*.jpg"))[:6]:
-        shutil.copy(p, photos / p.name)
+        shutil.copy(p, d / p.name)
+    return d
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, photos, weights_cache):
+    root = tmp_path_factory.mktemp("gpu")
     doc = gpu_bundle.pack("style-starry_night", root / "bundle", photos=photos)
     return root / "bundle", doc
+
+
+@pytest.fixture(scope="module")
+def sr_bundle(tmp_path_factory, photos, weights_cache):
+    root = tmp_path_factory.mktemp("gpu_sr")
+    doc = gpu_bundle.pack("sr-x4-feat", root / "bundle", photos=photos)
+    return root / "bundle", doc
+
+
+def _run_script(job_arg: str, b: Path, tmp_path: Path) -> Path:
+    """`scripts/gpu_train.sh run JOB_ARG` for 1 iteration on this CPU, as on the device: no Ray, MLflow
+    or DVC (importing any of them fails), no data folder, no params but the bundle's."""
+    blocked = tmp_path / "blocked"
+    for mod in ("ray", "mlflow", "dvc"):
+        (blocked / mod).mkdir(parents=True)
+        (blocked / mod / "__init__.py").write_text(f"raise ImportError('{mod} is not on the GPU machine')\n")
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("PERCEPTUAL_DATA_DIR", "PERCEPTUAL_PARAMS")}
+    env.update(PYTHONPATH=str(blocked), PY=sys.executable, BUNDLE=str(b), OUT=str(out), ITERATIONS="1")
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_train.sh"), "run", job_arg], env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "no Ray" in (out / "gpu_train.log").read_text()
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    assert [e["iteration"] for e in events if e["event"] == "checkpoint"] == [1]
+    return out
 
 
 def test_pack_carries_params_photos_style_image_and_the_loss_network(bundle):
@@ -40,7 +72,9 @@ def test_pack_carries_params_photos_style_image_and_the_loss_network(bundle):
     assert p["train"]["style"]["crop"] == 256 and p["train"]["style"]["batch_size"] == 4
     assert p["train"]["precision"] == "bf16" and p["train"]["max_seconds"] == 480
     assert "mlflow" not in p and "acquire" not in p  # nothing of this machine's services travels
-    for key in gpu_bundle.PATH_KEYS:  # every path relative to the bundle, so it works wherever it lands
+    keys = gpu_bundle.path_keys(p, "style")
+    assert ("loss_network", "weights") in keys
+    for key in keys:  # every path relative to the bundle, so it works wherever it lands
         assert not Path(gpu_bundle._get(p, key)).is_absolute(), key
     info = vggmod.load_loss_weights(b / gpu_bundle.VGG_FILE)
     assert info.sha256 == vggmod.LOSS_FP16_SHA256 and len(info.state_dict) == 20
@@ -71,25 +105,75 @@ def test_damaged_bundle_names_the_file(bundle, tmp_path):
 def test_gpu_train_script_runs_with_only_torch(bundle, tmp_path):
     """The device has no Ray, MLflow or DVC: importing any of them fails in this run."""
     b, _ = bundle
-    blocked = tmp_path / "blocked"
-    for mod in ("ray", "mlflow", "dvc"):
-        (blocked / mod).mkdir(parents=True)
-        (blocked / mod / "__init__.py").write_text(f"raise ImportError('{mod} is not on the GPU machine')\n")
-    out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k not in ("PERCEPTUAL_DATA_DIR", "PERCEPTUAL_PARAMS")}
-    env.update(PYTHONPATH=str(blocked), PY=sys.executable, BUNDLE=str(b), OUT=str(out), ITERATIONS="1")
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_train.sh"), "run", "starry_night"], env=env,
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = _run_script("starry_night", b, tmp_path)  # a style's name: the job style-starry_night
     g = json.loads((out / "gpu_train.json").read_text())
     assert g["job"] == "style-starry_night" and g["iterations"] == 1 and g["device"] == "cpu"
     assert g["patches"]["train"] > 0 and g["spec"]["crop"] == 256 and g["spec"]["precision"] == "bf16"
     assert set(g["last"]) >= {"loss_total", "loss_style", "loss_content"}
-    assert "no Ray" in (out / "gpu_train.log").read_text()
-    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
-    assert [e["iteration"] for e in events if e["event"] == "checkpoint"] == [1]
     # the output is a release-format file that `--model FILE` takes as it is
     model, _ = modelref.load(str(out / "style-starry_night.safetensors"), "stylize")
     with torch.inference_mode():
         y = model(torch.rand(1, 3, 40, 48))
     assert y.shape == (1, 3, 40, 48) and torch.isfinite(y).all()
+
+
+# ------------------------------------------------------------------------------------ SR: sr-x4-feat
+
+def test_pack_sr_x4_feat_at_paper_settings_with_its_init_model(sr_bundle, tmp_path):
+    """288² patches used whole, batch 4, bf16, 200,000 iterations or 480 s; the photos, the VGG-16 loss
+    part (l_feat: relu2_2) and the shipped sr-x4-pixel it starts from (release.sr.init); no style image."""
+    from perceptual_core import zoo
+
+    b, doc = sr_bundle
+    assert doc["job"] == "sr-x4-feat" and doc["photos"] == 6 and doc["patch"] == 288
+    shipped = zoo.get("sr-x4-pixel")
+    assert doc["init"] == {"ref": "sr-x4-pixel", "file": "init/sr-x4-pixel.safetensors", "sha256": shipped.sha256}
+    assert {"params.yaml", gpu_bundle.VGG_FILE, "init/sr-x4-pixel.safetensors"} <= set(doc["files"])
+    assert not [f for f in doc["files"] if f.startswith("data/") and not f.startswith("data/acquired/images/")]
+    assert doc["bytes"] < 64 * gpu_bundle.MiB
+    p = yaml.safe_load((b / "params.yaml").read_text())
+    s = p["train"]["sr"]
+    assert p["prepare_sr"]["size"] == 288 and s["crop"] == 288 and s["batch_size"] == 4 and s["iterations"] == 200000
+    assert p["train"]["precision"] == "bf16" and p["train"]["channels_last"] is True and p["train"]["max_seconds"] == 480
+    assert s["init"] == {"x4-feat": "init/sr-x4-pixel.safetensors"} and s["jobs"] == ["x4-feat"]
+    assert p["train"]["style"]["jobs"] == [] and "mlflow" not in p and "acquire" not in p
+    keys = gpu_bundle.path_keys(p, "sr")
+    assert {("prepare_sr", "input"), ("train", "sr", "data"), ("train", "sr", "init", "x4-feat"),
+            ("loss_network", "weights")} <= set(keys)
+    for key in keys:
+        assert not Path(gpu_bundle._get(p, key)).is_absolute(), key
+    # l_pixel needs no loss network (nor, here, an init model); SRCNN is not on this path
+    px = gpu_bundle.pack("sr-x4-pixel", tmp_path / "px", photos=b / "data" / "acquired" / "images")
+    assert px["init"] is None and gpu_bundle.VGG_FILE not in px["files"]
+    assert yaml.safe_load((tmp_path / "px" / "params.yaml").read_text())["loss_network"]["weights"] is None
+    with pytest.raises(ValueError, match="only style-NAME and sr-xS-pixel"):
+        gpu_bundle.pack("srcnn-x4", tmp_path / "x", photos=b / "data" / "acquired" / "images")
+
+
+def test_sr_gpu_train_script_runs_with_only_torch_from_the_init_model(sr_bundle, tmp_path):
+    """`scripts/gpu_train.sh run sr-x4-feat`: prepare sr --no-ray, 1 iteration from sr-x4-pixel's weights,
+    an x4 model `upscale --model FILE` takes, and the record `release export --from-gpu` reads."""
+    from perceptual_core import zoo
+    from pipelines import release
+
+    b, doc = sr_bundle
+    out = _run_script("sr-x4-feat", b, tmp_path)
+    g = json.loads((out / "gpu_train.json").read_text())
+    assert g["job"] == "sr-x4-feat" and g["iterations"] == 1 and g["device"] == "cpu" and g["patches"]["train"] > 0
+    sp = g["spec"]
+    assert (sp["crop"], sp["batch_size"], sp["precision"], sp["scale"], sp["loss"]) == (288, 4, "bf16", 4, "feat")
+    assert sp["init"] == "sr-x4-pixel" and sp["init_sha256"] == doc["init"]["sha256"]
+    assert set(g["last"]) >= {"loss_total", "loss_content", "loss_tv"}
+    model, _ = modelref.load(str(out / "sr-x4-feat.safetensors"), "upscale", scale=4)
+    assert model.config["arch"] == "sr" and model.config["scale"] == 4
+    with torch.inference_mode():
+        y = model(torch.rand(1, 3, 12, 16))
+    assert y.shape == (1, 3, 48, 64) and torch.isfinite(y).all()
+    # it started from sr-x4-pixel: one Adam step (lr 1e-3) from it, not from a random network
+    init = zoo.load("sr-x4-pixel")
+    moved = max(float((a.float() - c.float()).abs().max()) for a, c in
+                zip(model.state_dict().values(), init.state_dict().values()))
+    assert moved < 2e-3
+    _, rec = release._gpu_trained("sr-x4-feat", out)  # what `release export sr-x4-feat --from-gpu` records
+    assert rec["command"] == "scripts/gpu_train.sh pack sr-x4-feat; scripts/gpu_train.sh run sr-x4-feat"
+    assert rec["params"]["crop"] == 288 and rec["params"]["init"] == "sr-x4-pixel" and rec["iterations"] == 1
