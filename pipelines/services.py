@@ -15,12 +15,23 @@ PID is only signalled after its start time and command line are checked again. N
 ever killed by name. ``up`` again after a crash restarts only the services that are not running,
 on the ports they had, so the env file stays valid.
 
-Local stack only: Ray token authentication is switched off (``RAY_AUTH_MODE=disabled``; Ray
-2.60 turns it on by default) because everything binds 127.0.0.1. Clusters keep token auth
-(see infra/README.md). The S3 endpoint accepts any credentials; the env file carries obviously
-fake ones. moto is a development dependency (``pip install -e '.[test]'``): ``--no-s3`` leaves
-it out, e.g. to point AWS_ENDPOINT_URL at your own MinIO. moto keeps buckets in memory, so they
-are gone after ``down``.
+Ray keeps token authentication on (``RAY_AUTH_MODE=token``): not every Ray process can be bound
+to 127.0.0.1 (Ray 2.60's GCS, raylet, dashboard agent and workers listen on all interfaces,
+whatever ``--node-ip-address`` says), so without a token anyone on the network could run code on
+the head. ``up`` creates a random token (256 bits) in ``ray_auth_token`` in the state folder, mode
+0600, and keeps it while Ray runs (a restart after a crash reuses it); ``down`` deletes it. The
+token is never printed nor written anywhere else: the head and every Ray process, job driver and
+worker read it through ``RAY_AUTH_TOKEN_PATH``, and the env file carries that path and
+``RAY_AUTH_MODE=token``, which is what ``ray.init(address=...)``, ``ray job submit`` /
+``JobSubmissionClient`` and ``perceptual batch`` need (a ``RAY_AUTH_TOKEN`` set in the shell would
+take precedence: ``services env`` unsets it). The dashboard / Jobs API answers 401 without the
+token. Left open by Ray: read-only Prometheus metrics of the autoscaler monitor and the dashboard;
+the dashboard agent's metrics port is switched off (``RAY_enable_metrics_collection=0``). The
+dashboard, MLflow and the S3 endpoint bind 127.0.0.1 only; tests/test_services.py checks all this.
+
+The S3 endpoint accepts any credentials; the env file carries obviously fake ones. moto is a
+development dependency (``pip install -e '.[test]'``): ``--no-s3`` leaves it out, e.g. to point
+AWS_ENDPOINT_URL at your own MinIO. moto keeps buckets in memory, so they are gone after ``down``.
 """
 from __future__ import annotations
 
@@ -28,8 +39,10 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -49,6 +62,7 @@ DEFAULT_STATE_DIR = ROOT / "tmp" / "services"
 DEFAULT_RAY_TMPDIR = ROOT / "tmp" / "ray"  # short: Ray's socket paths below it must stay < 108 bytes
 MAX_RAY_TMPDIR_LEN = 40                    # + "/ray/session_<date>_<time>_<us>_<pid>/sockets/..." ~ 67
 ENV_FILE, STATE_FILE = "services.env", "state.json"
+TOKEN_FILE = "ray_auth_token"  # Ray's auth token, mode 0600, in the state folder while Ray runs
 TAG_VAR = "PERCEPTUAL_SERVICE_TAG"
 
 # Away from the usual defaults (Ray 6379/8265/10001/52365, MLflow and moto 5000, which macOS
@@ -69,8 +83,10 @@ _PORT_OPTION = {"ray": "--ray-port", "ray_dashboard": "--dashboard-port", "ray_c
 # Obviously fake: moto accepts any key. Never real credentials in a file.
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "local-moto-fake-key", "AWS_SECRET_ACCESS_KEY": "local-moto-fake-secret",
             "AWS_DEFAULT_REGION": "us-east-1"}
-# Variables of the caller that would point a child at another cluster / store.
-_SCRUB = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI", TAG_VAR)
+# Variables of the caller that would point a child at another cluster / store, or give Ray another
+# token (RAY_AUTH_TOKEN takes precedence over RAY_AUTH_TOKEN_PATH).
+_SCRUB = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI", TAG_VAR,
+          "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
 class ServiceError(RuntimeError):
@@ -107,9 +123,9 @@ class StackConfig:
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never via $http_proxy
 
 
-def _http_ok(url: str, timeout: float = 2.0, any_status: bool = False) -> bool:
+def _http_ok(url: str, timeout: float = 2.0, any_status: bool = False, headers: dict | None = None) -> bool:
     try:
-        with _NO_PROXY.open(url, timeout=timeout) as r:
+        with _NO_PROXY.open(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as r:
             return 200 <= r.status < 300
     except urllib.error.HTTPError as e:  # the server answered
         return any_status and e.code < 500
@@ -190,6 +206,7 @@ class Stack:
         self.state_path = self.cfg.state_dir / STATE_FILE
         self.env_path = self.cfg.state_dir / ENV_FILE
         self.log_dir = self.cfg.state_dir / "logs"
+        self.token_path = self.cfg.state_dir / TOKEN_FILE
         self.state = self._load()
         self._procs: dict[str, subprocess.Popen] = {}  # children started by this object (reaped by it)
 
@@ -210,6 +227,31 @@ class Stack:
 
     def _tag(self, name: str) -> str:
         return f"{self.state['stack_id']}:{name}"
+
+    # -------------------------------------------------------------- Ray's auth token
+    def _ensure_token(self) -> None:
+        """Ray's auth token: created once (mode 0600, never printed), kept while Ray runs so a restart
+        after a crash keeps the env file valid."""
+        self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.token_path, flags, 0o600)
+        except FileExistsError:
+            st = os.lstat(self.token_path)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_size < 32:
+                raise ServiceError(f"{self.token_path} is not a token file `up` made (a link, another owner's "
+                                   "or too short): remove it and run `up` again") from None
+            if st.st_mode & 0o077:
+                os.chmod(self.token_path, 0o600)
+            return
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))  # 256 bits, as `ray get-auth-token --generate`
+
+    def _auth_header(self) -> dict[str, str]:
+        try:
+            return {"Authorization": "Bearer " + self.token_path.read_text().strip()}
+        except OSError:
+            return {}
 
     # -------------------------------------------------------------- addresses
     def port(self, key: str) -> int:
@@ -236,7 +278,8 @@ class Stack:
         if "ray" in u:
             env.update(RAY_ADDRESS=u["ray"], RAY_API_SERVER_ADDRESS=u["ray_dashboard"],
                        RAY_DASHBOARD_URL=u["ray_dashboard"], RAY_CLIENT_ADDRESS=u["ray_client"],
-                       RAY_TMPDIR=str(self.cfg.ray_tmpdir), RAY_AUTH_MODE="disabled")
+                       RAY_TMPDIR=str(self.cfg.ray_tmpdir), RAY_AUTH_MODE="token",
+                       RAY_AUTH_TOKEN_PATH=str(self.token_path))  # the file's path; the token stays in it
         if "mlflow" in u:
             env["MLFLOW_TRACKING_URI"] = u["mlflow"]
         if "s3" in u:
@@ -251,7 +294,8 @@ class Stack:
             return
         lines = [f"# Written by `perceptual services up` ({time.strftime('%Y-%m-%d %H:%M:%S')}); removed by `down`.",
                  "# Use: set -a; . " + str(self.env_path) + "; set +a   (or: eval \"$(perceptual services env)\")",
-                 "# Local development only: Ray auth is off (127.0.0.1), the AWS keys are fake (moto accepts any)."]
+                 "# Local development only. Ray token auth is on: the token is in RAY_AUTH_TOKEN_PATH (mode 0600),",
+                 "# never in this file; unset RAY_AUTH_TOKEN, which would override it. The AWS keys are fake (moto)."]
         lines += [f"{k}={v}" for k, v in env.items()]
         _atomic_write(self.env_path, "\n".join(lines) + "\n")
 
@@ -305,7 +349,8 @@ class Stack:
     def _healthy(self, name: str, timeout: float = 2.0) -> bool:
         if name == "ray":
             base = f"http://{HOST}:{self.port('ray_dashboard')}"
-            return (_tcp_ok(self.port("ray"), timeout) and _http_ok(f"{base}/api/version", timeout)
+            return (_tcp_ok(self.port("ray"), timeout)
+                    and _http_ok(f"{base}/api/version", timeout, headers=self._auth_header())
                     and _http_ok(f"{base}/api/gcs_healthz", timeout))
         if name == "mlflow":
             return _http_ok(f"http://{HOST}:{self.port('mlflow')}/health", timeout)
@@ -322,7 +367,9 @@ class Stack:
                 raise ServiceError(f"Ray temp folder {tmp} is {len(str(tmp))} characters; Ray's socket paths "
                                    f"below it must stay under 108 bytes: use one of at most {MAX_RAY_TMPDIR_LEN}")
             tmp.mkdir(parents=True, exist_ok=True)
-            env.update(RAY_TMPDIR=str(tmp), RAY_AUTH_MODE="disabled")
+            # Token auth on for every Ray process (they inherit this environment, job drivers too).
+            env.update(RAY_TMPDIR=str(tmp), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path),
+                       RAY_enable_metrics_collection="0")  # else a Prometheus port on 0.0.0.0, without auth
             cmd = [_bin("ray"), "start", "--head", "--block", f"--port={p['ray']}", f"--node-ip-address={HOST}",
                    "--include-dashboard=true", f"--dashboard-host={HOST}", f"--dashboard-port={p['ray_dashboard']}",
                    f"--ray-client-server-port={p['ray_client']}", f"--dashboard-agent-listen-port={p['ray_agent']}",
@@ -480,6 +527,8 @@ class Stack:
             proc.poll()  # reap our own child
         self.state["services"].pop(name, None)
         self._save()
+        if name == "ray" and not alive:
+            self.token_path.unlink(missing_ok=True)  # a fresh token with the next Ray
         return alive
 
     @contextlib.contextmanager
@@ -534,6 +583,8 @@ class Stack:
                     self._kill(leftovers, 2.0)
                 self.state["services"].pop(n, None)  # forget it; its ports stay in state["ports"]
             self._assign_ports(start)
+            if "ray" in start:
+                self._ensure_token()
             for n in start:
                 self._launch(n)
             self._wait_healthy(start)
@@ -643,7 +694,10 @@ def cmd_services(a) -> int:
             if not stack.env_path.exists():
                 print(f"error: no env file at {stack.env_path}: run `perceptual services up` first", file=sys.stderr)
                 return 1
-            for k, v in load_env_file(stack.env_path).items():
+            env = load_env_file(stack.env_path)
+            if "RAY_AUTH_TOKEN_PATH" in env:
+                print("unset RAY_AUTH_TOKEN")  # it would take precedence over the stack's token file
+            for k, v in env.items():
                 print(f"export {k}={v}")
             return 0
     except ServiceError as e:

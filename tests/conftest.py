@@ -74,8 +74,13 @@ def services_stack(tmp_path_factory):
 
 @contextlib.contextmanager
 def _session_env(**values):
+    """Set (None: unset) environment variables; restore them afterwards."""
     saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     try:
         yield
     finally:
@@ -88,19 +93,28 @@ def _session_env(**values):
 
 @pytest.fixture(scope="session")
 def ray_address(services_stack):
-    """One real Ray head (with dashboard / Jobs API) for the whole session; RAY_ADDRESS, RAY_TMPDIR and
-    RAY_AUTH_MODE=disabled are set for the session (stages started by `dvc repro` join it through
-    RAY_ADDRESS) and restored afterwards. -> "127.0.0.1:PORT"."""
+    """One real Ray head (with dashboard / Jobs API) for the whole session, with token auth on as
+    `perceptual services up` starts it; RAY_ADDRESS, RAY_TMPDIR, RAY_AUTH_MODE=token and
+    RAY_AUTH_TOKEN_PATH (the stack's token file) are set for the session (stages started by `dvc repro`
+    join it through them) and restored afterwards. -> "127.0.0.1:PORT"."""
     from pipelines.services import FAKE_AWS
 
     # Ray workers inherit the head's environment, not the test's: fake keys for the moto S3 server
     # must be there from the start (they are only ever sent to 127.0.0.1).
     with _session_env(**{k: v for k, v in FAKE_AWS.items() if not os.environ.get(k)}):
         env = services_stack.up(["ray"])
-    with _session_env(RAY_ADDRESS=env["RAY_ADDRESS"], RAY_TMPDIR=env["RAY_TMPDIR"], RAY_AUTH_MODE="disabled"):
+    with _session_env(RAY_ADDRESS=env["RAY_ADDRESS"], RAY_TMPDIR=env["RAY_TMPDIR"], RAY_AUTH_MODE=env["RAY_AUTH_MODE"],
+                      RAY_AUTH_TOKEN_PATH=env["RAY_AUTH_TOKEN_PATH"], RAY_AUTH_TOKEN=None):
         import logging
 
         import ray
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        # A local `ray.init()` earlier in this process (a stage without RAY_ADDRESS) left Ray's auth mode
+        # and the token of ~/.ray/auth_token cached in-process: read both again from the variables above
+        # (what ray._private.authentication_test_utils.reset_auth_token_state does).
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
 
         # One driver connection for the whole session: `ray_session` (pipelines/ray_env.py) then joins
         # it instead of connecting and disconnecting the test process once per CLI call, dozens of

@@ -1,15 +1,21 @@
 """The local services stack (pipelines/services.py, `perceptual services up|down|status`) for real:
 a Ray head with the Jobs API, an `mlflow server` and moto's S3 server on 127.0.0.1, started in a
-tmp state folder on free ports (apart from the session fixtures), used, one of them killed and
-recovered, then stopped with nothing left running. No mocks."""
+tmp state folder on free ports (apart from the session fixtures), used, checked for anything that
+listens beyond 127.0.0.1 without Ray's token, one of them killed and recovered, then stopped with
+nothing left running. No mocks."""
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -34,6 +40,10 @@ def _cli(*args) -> subprocess.CompletedProcess:
 
 def _tagged(stack: services.Stack) -> list[psutil.Process]:
     return [p for name in services.SERVICES for p in stack._owned(name)]
+
+
+def _bearer(stack: services.Stack, token: str | None = None) -> dict[str, str]:
+    return {"Authorization": "Bearer " + (token or stack.token_path.read_text().strip())}
 
 
 def _alive(pid: int) -> bool:
@@ -77,7 +87,13 @@ def test_up_writes_one_env_file_and_state(stack, stack_dir):
     assert env == stack.env()
     u = stack.urls()
     assert env["RAY_ADDRESS"] == u["ray"] and env["RAY_ADDRESS"].startswith("127.0.0.1:")
-    assert env["RAY_API_SERVER_ADDRESS"] == u["ray_dashboard"] and env["RAY_AUTH_MODE"] == "disabled"
+    assert env["RAY_API_SERVER_ADDRESS"] == u["ray_dashboard"] and env["RAY_AUTH_MODE"] == "token"
+    token_file = Path(env["RAY_AUTH_TOKEN_PATH"])  # the env file names the token's file, never the token
+    assert token_file == stack_dir / services.TOKEN_FILE and stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = token_file.read_text().strip()
+    assert len(token) == 64 and "RAY_AUTH_TOKEN" not in env
+    for f in (stack_dir / "services.env", stack_dir / "state.json", *(stack_dir / "logs").iterdir()):
+        assert token not in f.read_text(errors="replace"), f  # never printed, never written elsewhere
     assert env["MLFLOW_TRACKING_URI"] == u["mlflow"] and env["AWS_ENDPOINT_URL"] == u["s3"]
     assert env["AWS_SECRET_ACCESS_KEY"] == services.FAKE_AWS["AWS_SECRET_ACCESS_KEY"]  # fake, never real keys
     for name, rec in stack.state["services"].items():
@@ -94,8 +110,8 @@ def test_a_ray_job_through_the_jobs_api(stack, monkeypatch):
     # Ray lets these override the client's address; the session fixtures may have set them.
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    client = JobSubmissionClient(stack.urls()["ray_dashboard"])
+    # The token as a header: this process may hold the session head's token (conftest's ray_address).
+    client = JobSubmissionClient(stack.urls()["ray_dashboard"], headers=_bearer(stack))
     code = "import ray; ray.init(); print('answer', ray.get(ray.remote(lambda: 6 * 7).remote()))"
     job = client.submit_job(entrypoint=f"{sys.executable} -c \"{code}\"")
     deadline = time.monotonic() + 180
@@ -156,6 +172,159 @@ def test_status_cli(stack, stack_dir):
     for name in services.SERVICES:
         assert any(line.split()[:2] == [name, "healthy"] for line in r.stdout.splitlines()), r.stdout
     assert stack.urls()["ray_dashboard"] in r.stdout and "services.env" in r.stdout
+
+
+# ------------------------------------------------------------- nothing open to the network without auth
+
+_LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+# One real RPC of each Ray gRPC server the head runs (GCS, raylet, object manager, dashboard agent,
+# Ray Client server, the core worker of every worker and driver): called without a token, the one a
+# port serves must answer UNAUTHENTICATED (the others: UNIMPLEMENTED).
+_RAY_RPCS = ("/ray.rpc.NodeInfoGcsService/GetClusterId", "/ray.rpc.NodeManagerService/GetNodeStats",
+             "/ray.rpc.ObjectManagerService/Pull", "/ray.rpc.ReporterService/GetTraceback",
+             "/ray.rpc.RayletDriver/ClusterInfo", "/ray.rpc.CoreWorkerService/NumPendingTasks")
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _stack_processes(stack_dir: Path) -> dict[int, tuple[psutil.Process, str]]:
+    """{pid: (process, service)} of every process of the stack in ``stack_dir``: those carrying its
+    PERCEPTUAL_SERVICE_TAG, the PIDs in state.json, and all their descendants (found here, not with
+    the code under test)."""
+    st = json.loads((stack_dir / services.STATE_FILE).read_text())
+    prefix, roots = st["stack_id"] + ":", {}
+    for p in psutil.process_iter(["pid"]):
+        try:
+            tag = p.environ().get(services.TAG_VAR, "")
+        except psutil.Error:
+            continue
+        if tag.startswith(prefix):
+            roots[p.pid] = (p, tag[len(prefix):])
+    for name, rec in st["services"].items():
+        try:
+            roots.setdefault(rec["pid"], (psutil.Process(rec["pid"]), name))
+        except psutil.NoSuchProcess:
+            pass
+    found = dict(roots)
+    for p, name in roots.values():
+        try:
+            found.update((c.pid, (c, name)) for c in p.children(recursive=True))
+        except psutil.Error:
+            pass
+    return found
+
+
+def _http_get(host: str, port: int, headers: dict | None = None) -> tuple[int | None, str]:
+    """(status, start of the body) of GET /; (None, why) when what answers does not speak HTTP/1."""
+    try:
+        with _NO_PROXY.open(urllib.request.Request(f"http://{host}:{port}/", headers=headers or {}), timeout=5) as r:
+            return r.status, r.read(200).decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(200).decode(errors="replace")
+    except (http.client.HTTPException, urllib.error.URLError, ConnectionError) as e:  # gRPC: HTTP/2 frames
+        return None, type(e).__name__
+
+
+def _grpc_codes(host: str, port: int, metadata=()) -> dict[str, str]:
+    import grpc
+
+    with grpc.insecure_channel(f"{host}:{port}") as ch:
+        out = {}
+        for m in _RAY_RPCS:
+            try:
+                ch.unary_unary(m, request_serializer=bytes, response_deserializer=bytes)(b"", timeout=5,
+                                                                                       metadata=metadata)
+                out[m] = "OK"
+            except grpc.RpcError as e:
+                out[m] = e.code().name
+        return out
+
+
+def _driver(env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    code = ("import os, ray; ray.init(address=os.environ['RAY_ADDRESS'], logging_level='ERROR'); "
+            "print('answer', ray.get(ray.remote(lambda: 6 * 7).remote()))")
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd="/", capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_nothing_listens_beyond_127_0_0_1_without_authentication(stack, stack_dir, tmp_path):
+    """Every listening TCP socket of the stack's processes binds 127.0.0.1, or belongs to Ray with
+    token auth on: Ray 2.60 binds its GCS, raylet, agents and Ray Client server to all interfaces or the
+    machine's address whatever --node-ip-address says, so there the token is the only door. Each such
+    port refuses a client without the token (HTTP 401, gRPC UNAUTHENTICATED) unless it only serves
+    Prometheus metrics (read-only, no code runs); a driver without the token cannot join, one with the
+    env file can."""
+    procs = _stack_processes(stack_dir)
+    assert {name for _, name in procs.values()} == set(services.SERVICES)
+    listening = []  # (ip, port, service, process name, pid)
+    for p, name in procs.values():
+        try:
+            listening += [(c.laddr.ip, c.laddr.port, name, p.name(), p.pid) for c in p.net_connections(kind="tcp")
+                          if c.status == psutil.CONN_LISTEN]
+        except psutil.NoSuchProcess:
+            continue
+    assert {(name, port) for _, port, name, _, _ in listening} >= {
+        (svc, port) for svc, rec in stack.state["services"].items() for key, port in rec["ports"].items()
+        if key != "ray_agent"}  # every recorded port is found (the agent's opens late)
+    exposed = sorted({e for e in listening if e[0] not in _LOOPBACK})
+    assert [e for e in exposed if e[2] != "ray"] == []  # MLflow and S3: 127.0.0.1 only
+    if not exposed:
+        return
+
+    # Ray listens beyond 127.0.0.1: token auth must be on, from `up`'s own files to every Ray port.
+    env = services.load_env_file(stack_dir / services.ENV_FILE)
+    assert env.get("RAY_AUTH_MODE") == "token", f"Ray listens on {exposed}, token auth {env.get('RAY_AUTH_MODE')}"
+    head = psutil.Process(stack.state["services"]["ray"]["pid"]).environ()
+    assert head["RAY_AUTH_MODE"] == "token" and head["RAY_AUTH_TOKEN_PATH"] == env["RAY_AUTH_TOKEN_PATH"]
+    token = Path(env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+
+    jobs_url = stack.urls()["ray_dashboard"] + "/api/jobs/"  # the Jobs API: submits any command
+    for headers, want in (({}, 401), (_bearer(stack, "0" * 64), 403), (_bearer(stack), 200)):
+        try:
+            with _NO_PROXY.open(urllib.request.Request(jobs_url, headers=headers), timeout=10) as r:
+                got = r.status
+        except urllib.error.HTTPError as e:
+            got = e.code
+        assert got == want, (jobs_url, list(headers), got)
+
+    def gone(pid, port):  # an idle Ray worker may exit while it is probed
+        try:
+            return all(c.laddr.port != port for c in psutil.Process(pid).net_connections(kind="tcp")
+                       if c.status == psutil.CONN_LISTEN)
+        except psutil.NoSuchProcess:
+            return True
+
+    kinds = {}
+    for ip, port, _, pname, pid in exposed:
+        host = "127.0.0.1" if ip in ("0.0.0.0", "::", "::ffff:0.0.0.0") else ip.removeprefix("::ffff:")
+        status, body = _http_get(host, port)
+        if status in (401, 403):
+            kinds[port] = "http, refused"
+        elif status == 200 and body.startswith("# HELP"):
+            kinds[port] = "prometheus metrics"
+        elif status is None:
+            codes = _grpc_codes(host, port)
+            if "UNAUTHENTICATED" not in codes.values() and gone(pid, port):
+                continue
+            assert "OK" not in codes.values() and "UNAUTHENTICATED" in codes.values(), (ip, port, pname, codes)
+            kinds[port] = "grpc, refused"
+        else:
+            raise AssertionError(f"{pname} on {ip}:{port} answers {status} without a token: {body[:100]!r}")
+    assert "grpc, refused" in kinds.values(), kinds  # at least the GCS
+    gcs = ("127.0.0.1", stack.port("ray"))
+    assert _grpc_codes(*gcs)["/ray.rpc.NodeInfoGcsService/GetClusterId"] == "UNAUTHENTICATED"
+    assert _grpc_codes(*gcs, metadata=(("authorization", f"Bearer {token}"),))[
+        "/ray.rpc.NodeInfoGcsService/GetClusterId"] == "OK"  # refused for the token, nothing else
+
+    # Real drivers: with the env file as written it joins; without the token (auth "disabled") it cannot.
+    home = tmp_path / "home"  # no ~/.ray/auth_token to fall back on
+    home.mkdir()
+    base = {"PATH": os.environ["PATH"], "HOME": str(home), "RAY_gcs_server_port_wait_time_s": "3"}
+    r = _driver({**base, **env})
+    assert r.returncode == 0 and "answer 42" in r.stdout, r.stdout + r.stderr[-3000:]
+    no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN_PATH"}
+    r = _driver({**base, **no_token, "RAY_AUTH_MODE": "disabled"})
+    assert r.returncode != 0 and "answer" not in r.stdout
+    assert "InvalidAuthToken" in r.stderr, r.stderr[-3000:]
 
 
 def test_up_after_a_crash_restarts_only_the_dead_service(stack, stack_dir):
