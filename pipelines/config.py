@@ -52,7 +52,30 @@ def section(name: str) -> dict[str, Any]:
     value = copy.deepcopy(value)
     if name == "train" and isinstance((value.get("style") or {}).get("styles"), dict):
         _resolve_styles(value["style"])
+    if name == "benchmark":
+        value = apply_profile(value)
     return value
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """``base`` with ``over`` merged in, dicts key by key (so a profile can add one set), the rest replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def apply_profile(bench: dict) -> dict:
+    """The benchmark settings of ``benchmark.profile``: the section itself for the default profile,
+    merged with ``benchmark.profiles[NAME]`` otherwise (`dvc exp run -S benchmark.profile=full`)."""
+    name = bench.get("profile") or "quick"
+    profiles = bench.get("profiles") or {}
+    if name == "quick" and name not in profiles:
+        return bench
+    if name not in profiles:
+        raise ValueError(f"{params_path()}: benchmark.profile {name!r} is not one of quick, "
+                         f"{', '.join(sorted(profiles))} (benchmark.profiles)")
+    return _merge(bench, profiles[name])
 
 
 def resolve(path: str | Path) -> Path:

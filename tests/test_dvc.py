@@ -213,7 +213,7 @@ def test_dvc_repro_without_a_data_folder(tmp_path, weights_cache, ray_address):
     params["prepare_style"].update(patches_per_image=1)
     params["prepare_sr"].update(patches_per_image=1)
     b = params["benchmark"]
-    b["sr"].update(max_images=1, scales=[4])  # the default sets: Embedded, Set5, Set14, BSD100
+    b["sr"].update(max_images=1, scales=[4])  # the default (quick) profile's sets: Embedded, Set5, Set14
     b["style"].update(size=48, gatys_iters=[2])
     b["speed"].update(sizes=[48], repeats=1, gatys_timed_iters=1, gatys_iters=[1, 100])
     tr = params["train"]
@@ -235,7 +235,7 @@ def test_dvc_repro_without_a_data_folder(tmp_path, weights_cache, ray_address):
     assert sr["data"].startswith("embedded default: ") and str(empty) in sr["data"]
     assert set(sr["results"]["x4"]) == {"Embedded"} and {"standard", "blur"} == set(sr["results"]["x4"]["Embedded"])
     gone = {m["set"]: m["reason"] for m in sr["not_measured"]}
-    assert gone == {s: f"not measured: run `perceptual data fetch {s.lower()}`" for s in ("Set5", "Set14", "BSD100")}
+    assert gone == {s: f"not measured: run `perceptual data fetch {s.lower()}`" for s in ("Set5", "Set14")}
     assert "Set5: not measured: run `perceptual data fetch set5`" in log
     assert any(m["method"] == "srcnn-official" and "perceptual data fetch srcnn" in m["reason"] for m in sr["missing"])
     st = json.loads((repo / "metrics/benchmark_style.json").read_text())
