@@ -11,9 +11,15 @@ trains on, so the table has rows without a data folder (pipelines/embedded.py). 
 SRCNN weight file or content photo that is not there is "not measured" with the `perceptual data
 fetch` command that brings it (a path the data manifest does not know is an error in params).
 
-Writes metrics/benchmark_*.json (DVC metrics), plots/benchmark_*.csv (dvc plots), images for the
-report under `benchmark.out_dir`, and logs every figure to the MLflow run of the model version it
-judges (keys `bench.*`, version tags `bench.config` / `bench.at`: what `perceptual promote` reads).
+Writes, per stage:
+- metrics/benchmark_*.json (DVC metrics): a handful of headline figures only (`sr_headline`,
+  `style_headline`), so `dvc metrics show|diff` and `dvc exp show` stay readable;
+- plots/benchmark_*.csv (dvc plots): every figure, one row per set, scale, protocol and method
+  (SR), per model, photo and method (style quality), per size and method (speed);
+- `benchmark.out_dir`/sr_results.json, style_results.json: the full results the report renders
+  (means, labels, judged versions, what was not measured and why), and the report's images;
+and logs every figure to the MLflow run of the model version it judges (keys `bench.*`, version
+tags `bench.config` / `bench.at`: what `perceptual promote` reads).
 """
 from __future__ import annotations
 
@@ -42,6 +48,9 @@ PAPER_SPEED = {256: {"ours": 0.015, 100: 3.17, 300: 9.52, 500: 15.86},
                512: {"ours": 0.05, 100: 10.97, 300: 32.91, 500: 54.85},
                1024: {"ours": 0.21, 100: 42.89, 300: 128.66, 500: 214.44}}
 METHODS = ("bicubic", "srcnn-official", "srcnn", "pixel", "feat")
+# The full results under benchmark.out_dir (what the report reads); the metrics files hold the headline.
+SR_RESULTS, STYLE_RESULTS = "sr_results.json", "style_results.json"
+HEADLINE_SET, HEADLINE_SCALE = "Set5", "x4"  # benchmark_sr's headline row, where measured
 CHAMPION = "champion"  # also judged when the benchmark's alias is another (the release, a promoted model)
 
 
@@ -116,6 +125,47 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
+
+
+def _sig(x: float, digits: int = 6) -> float:
+    return float(f"{x:.{digits}g}")
+
+
+def sr_headline(doc: dict, primary: str) -> dict:
+    """benchmark_sr's DVC metrics: the Y-PSNR (dB) of every method on one row of the table, Set5 x4 on
+    the ``primary`` protocol (where not measured: the first set and scale that were), under the key
+    `<set>_x<scale>`, and the stage's wall time. Every other figure is in plots/benchmark_sr.csv and
+    out_dir/sr_results.json."""
+    out = {}
+    res = doc.get("results") or {}
+    scale = HEADLINE_SCALE if HEADLINE_SCALE in res else next(iter(res), None)
+    if scale and res[scale]:
+        sets = res[scale]
+        name = HEADLINE_SET if HEADLINE_SET in sets else next(iter(sets))
+        by = sets[name]
+        proto = primary if primary in by else next(iter(by))
+        out[f"{name}_{scale}"] = {m: _sig(v["psnr_y"]) for m, v in by[proto].items()}
+    out["wall_seconds"] = doc["seconds"]
+    return out
+
+
+def style_headline(doc: dict) -> dict:
+    """benchmark_style's DVC metrics: the total loss (training weights) of each judged style model's
+    outputs (`total_loss.<style>`, `@champion` for the champion judged beside it), the feed-forward
+    seconds and the speedup over the longest Gatys run at the largest size (`speed_<size>`), and the
+    stage's wall time. Every other figure is in plots/benchmark_style_*.csv and out_dir/style_results.json."""
+    out = {}
+    if doc.get("quality"):
+        out["total_loss"] = {label.removeprefix("style-"): _sig(q["ours"]["total_loss"])
+                             for label, q in doc["quality"].items()}
+    if doc.get("speed"):
+        size = max(doc["speed"], key=int)
+        e = doc["speed"][size]
+        n = max((int(k[7:]) for k in e if k.startswith("speedup") and k[7:].isdigit()), default=None)
+        out[f"speed_{size}"] = {"ours_s": _sig(e["ours_s"], 4),
+                                **({f"speedup{n}": _sig(e[f"speedup{n}"], 4)} if n is not None else {})}
+    out["wall_seconds"] = doc["seconds"]
+    return out
 
 
 def registry_model(name: str, alias: str):
@@ -347,7 +397,8 @@ def run_sr(alias: str | None = None, dirs: dict | None = None) -> dict:
     doc = {"alias": b["alias"], "config": cfg, "seconds": round(time.perf_counter() - t0, 1), "labels": labels,
            "versions": _versions({n: mv for (n, _), mv in judged.items()}), "missing": missing, "results": results,
            "data": data, "not_measured": not_measured}
-    (met / "benchmark_sr.json").write_text(json.dumps(doc, indent=1))
+    (out / SR_RESULTS).write_text(json.dumps(doc, indent=1))
+    (met / "benchmark_sr.json").write_text(json.dumps(sr_headline(doc, sr["primary"]), indent=1) + "\n")
     _write_csv(plots / "benchmark_sr.csv", rows)
     (out / "sr_crops.json").write_text(json.dumps(crops, indent=1))
     # MLflow: each model judged at its own scale; summaries over sets on the primary protocol.
@@ -370,7 +421,8 @@ def run_sr(alias: str | None = None, dirs: dict | None = None) -> dict:
         for k in base[0] if base else ():
             ms[f"bench.bicubic.{k}_mean"] = float(np.mean([p[k] for p in base]))
     log_to_versions({n: mv for (n, _), mv in judged.items()}, per_model, cfg)
-    _log(f"benchmark_sr: {len(rows)} rows in {doc['seconds']} s -> {met / 'benchmark_sr.json'}")
+    _log(f"benchmark_sr: {len(rows)} rows in {doc['seconds']} s -> {out / SR_RESULTS}, {plots / 'benchmark_sr.csv'} "
+         f"(headline: {met / 'benchmark_sr.json'})")
     return doc
 
 
@@ -617,12 +669,14 @@ def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
            "device": "cpu", "threads": torch.get_num_threads(), "data": data,
            "content": [str(p) for p in content], "not_measured": not_measured,
            "style_images": {f"style-{j}": p for j, (_, p) in objectives.items()}}
-    (met / "benchmark_style.json").write_text(json.dumps(doc, indent=1))
+    (out / STYLE_RESULTS).write_text(json.dumps(doc, indent=1))
+    (met / "benchmark_style.json").write_text(json.dumps(style_headline(doc), indent=1) + "\n")
     _write_csv(plots / "benchmark_style_quality.csv", qrows)
     _write_csv(plots / "benchmark_style_speed.csv", srows)
     (out / "style_images.json").write_text(json.dumps(images, indent=1))
     log_to_versions(judged, per_model, cfg)
-    _log(f"benchmark_style: done in {doc['seconds']} s -> {met / 'benchmark_style.json'}")
+    _log(f"benchmark_style: done in {doc['seconds']} s -> {out / STYLE_RESULTS}, {plots}/benchmark_style_*.csv "
+         f"(headline: {met / 'benchmark_style.json'})")
     return doc
 
 

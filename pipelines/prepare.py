@@ -324,7 +324,8 @@ def _results(items: list[dict], spec: PatchSpec, workers: int, use_ray: bool):
 
 def prepare(kind: str, sec: dict, degradation: dict, *, input_dir: Path, out_dir: Path,
             metrics_path: Path | None = None, use_ray: bool = True) -> dict:
-    """Run one prepare stage; returns the summary written to ``metrics_path``."""
+    """Run one prepare stage; returns its summary (the counts, written to ``metrics_path`` as the DVC
+    metrics, plus the rejections by kind, the scales and the seconds)."""
     spec = PatchSpec.from_params(kind, sec, degradation)
     workers, shard_rows = int(sec["workers"]), int(sec["shard_rows"])
     if workers < 1:
@@ -374,11 +375,11 @@ def prepare(kind: str, sec: dict, degradation: dict, *, input_dir: Path, out_dir
     kinds: dict[str, int] = {}
     for r in rejected:
         kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
-    summary = {
-        "files": len(files), "images_used": len(used), "rejected": len(rejected), "rejected_by_kind": kinds,
+    summary = {  # the DVC metrics: a few numbers (each file, patch and rejection: manifest.csv, rejected.csv)
+        "files": len(files), "images_used": len(used), "rejected": len(rejected),
         "patches": {s: sum(1 for m in manifest if m["split"] == s) for s in ("train", "val")},
         "upscaled_images": len({m["file"] for m in manifest if m["upscaled"]}),
-        "patch_size": spec.size, "scales": list(spec.scales),
+        "patch_size": spec.size,
     }
     if metrics_path is not None:
         from perceptual_core.io import atomic_write
@@ -390,7 +391,7 @@ def prepare(kind: str, sec: dict, degradation: dict, *, input_dir: Path, out_dir
           file=sys.stderr)
     for r in rejected:
         print(f"  rejected {r['file']}: {r['reason']}", file=sys.stderr)
-    return {**summary, "seconds": elapsed}
+    return {**summary, "rejected_by_kind": kinds, "scales": list(spec.scales), "seconds": elapsed}
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:

@@ -39,7 +39,8 @@ BELOW_BASELINE = "below_baseline"  # a rejection: worse than the family's baseli
 # ------------------------------------------------------------------------------- params
 
 def settings() -> dict:
-    """params' `promote` section, checked: out, families [{match, metric, mode, min_delta, min_rel_delta}]."""
+    """params' `promote` section, checked: out (the DVC metrics: decision counts), decisions (every decision;
+    default: beside `out`), families [{match, metric, mode, min_delta, min_rel_delta}]."""
     try:
         s = config.section("promote")
     except KeyError as e:
@@ -57,7 +58,9 @@ def settings() -> dict:
             v = f.get(k, 0)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"{where} ({f['match']}): {k} must be a number >= 0, not {v!r}")
-    return {**s, "out": s.get("out", "metrics/promotion.json")}
+    out = s.get("out", "metrics/promotion.json")
+    decisions = s.get("decisions") or str(Path(out).with_name(f"{Path(out).stem}_decisions.json"))
+    return {**s, "out": out, "decisions": decisions}
 
 
 def family(name: str, s: dict | None = None) -> dict:
@@ -287,9 +290,10 @@ def _rollback(name: str, *, dry_run: bool, by: str | None) -> dict:
     return dec
 
 
-def promote_all(*, dry_run: bool = False, by: str | None = None, out: str | Path | None = None) -> tuple[list, int]:
-    """Every model params' train jobs name; writes the decisions to promote.out (unless dry_run).
-    Returns (decisions, exit code): 1 only if a refusal was for a missing metric."""
+def promote_all(*, dry_run: bool = False, by: str | None = None) -> tuple[list, int]:
+    """Every model params' train jobs name; writes (unless dry_run) the decisions to promote.decisions and
+    their counts per outcome to promote.out (the DVC metrics: a few numbers, so `dvc metrics show` stays
+    readable). Returns (decisions, exit code): 1 only if a refusal was for a missing metric."""
     s = settings()
     names = model_names()
     for n in names:  # a params mistake fails before any alias moves
@@ -305,13 +309,15 @@ def promote_all(*, dry_run: bool = False, by: str | None = None, out: str | Path
         decisions.append(promote(n, dry_run=dry_run, by=by))
     code = 1 if any(d.get("reason_code") == MISSING for d in decisions) else 0
     if not dry_run:
-        path = config.resolve(out or s["out"])
-        path.parent.mkdir(parents=True, exist_ok=True)
         counts = {k: sum(d["decision"] == k for d in decisions) for k in
                   ("promoted", "first_champion", "rejected", "already_champion", "refused", "skipped")}
-        path.write_text(json.dumps({"at": _now(), "by": _who(by),
-                                    "tracking_uri": tracking.redact(tracking.tracking_uri()), "counts": counts,
-                                    "decisions": decisions}, indent=1) + "\n")
+        for path, doc in ((s["decisions"], {"at": _now(), "by": _who(by),
+                                            "tracking_uri": tracking.redact(tracking.tracking_uri()),
+                                            "counts": counts, "decisions": decisions}),
+                          (s["out"], {"counts": counts})):
+            path = config.resolve(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(doc, indent=1) + "\n")
     return decisions, code
 
 
@@ -341,7 +347,8 @@ def describe(d: dict) -> str:
 def _add_arguments(p) -> None:
     p.add_argument("name", nargs="?", help="registered model name, e.g. sr-x4-pixel, srcnn-x4, style-la_muse")
     p.add_argument("--all", action="store_true",
-                   help="every model params' train jobs name; writes promote.out (the DVC stage)")
+                   help="every model params' train jobs name; writes promote.decisions and promote.out "
+                        "(the DVC stage)")
     p.add_argument("--rollback", action="store_true", help="move champion back to the version it replaced")
     p.add_argument("--dry-run", action="store_true", help="decide and print; change no alias, tag or file")
     p.add_argument("--by", help="who decides (recorded in promotion.by; default $USER)")
@@ -358,7 +365,9 @@ def cmd_promote(a) -> int:
         for d in decisions:
             print(describe(d))
         if not a.dry_run:
-            print(f"decisions written to {config.resolve(settings()['out'])}", file=sys.stderr)
+            s = settings()
+            print(f"decisions written to {config.resolve(s['decisions'])} (counts: {config.resolve(s['out'])})",
+                  file=sys.stderr)
         return code
     d = promote(a.name, rollback=a.rollback, dry_run=a.dry_run, by=a.by)
     print(describe(d))

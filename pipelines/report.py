@@ -297,14 +297,17 @@ class Doc:
 
 
 def render(bench_dirs: dict, out: Path, *, title: str = "perceptual: benchmark report", history=None,
-           trend_keys: list[str] | None = None) -> Path:
-    """Write benchmark.html/.md under ``out`` from the benchmark outputs in ``bench_dirs``
-    (out_dir, metrics_dir: as params' benchmark section)."""
-    met, bout = config.resolve(bench_dirs["metrics_dir"]), config.resolve(bench_dirs["out_dir"])
-    sr, st = _load(met / "benchmark_sr.json"), _load(met / "benchmark_style.json")
+           trend_keys: list[str] | None = None, promotion: Path | None = None) -> Path:
+    """Write benchmark.html/.md under ``out`` from the benchmark outputs in ``bench_dirs`` (out_dir: as
+    params' benchmark section; the full results, not the headline DVC metrics) and the promotion
+    decisions in ``promotion`` (params promote.decisions), when given."""
+    from .benchmark import SR_RESULTS, STYLE_RESULTS
+
+    bout = config.resolve(bench_dirs["out_dir"])
+    sr, st = _load(bout / SR_RESULTS), _load(bout / STYLE_RESULTS)
     if sr is None and st is None:
-        raise FileNotFoundError(f"no benchmark results in {met} (run `dvc repro benchmark_sr benchmark_style`)")
-    promo = _load(met / "promotion.json")
+        raise FileNotFoundError(f"no benchmark results in {bout} (run `dvc repro benchmark_sr benchmark_style`)")
+    promo = _load(promotion) if promotion is not None else None
     out.mkdir(parents=True, exist_ok=True)
     assets = out / "assets"
     # signature for assets made before markers existed: the report page beside them
@@ -490,8 +493,11 @@ def run_cli(a) -> int:
     if a.schedule_run:
         schedule_run(a.alias)
         return 0
+    from . import promote
+
     b = config.section("benchmark")
-    render(b, config.resolve(a.output or config.section("report")["out_dir"]))
+    render(b, config.resolve(a.output or config.section("report")["out_dir"]),
+           promotion=config.resolve(promote.settings()["decisions"]))
     return 0
 
 

@@ -32,6 +32,10 @@ from . import config, jobname, owned
 STATE = "state.pt"
 EVENTS = "events.jsonl"
 RUN_ID = "mlflow_run_id"  # the job's MLflow run, continued by --resume
+SUMMARY = "summary.json"  # the whole summary of a finished run (job, MLflow run, registered version, ...)
+# metrics.json (DVC metrics, written last: the run finished) holds these numbers only, so `dvc metrics show`
+# stays readable; `release train` reads its iterations, rate and losses.
+HEADLINE = ("iterations", "iterations_per_s", "wall_seconds", "restarts", "loss_start", "loss_end")
 LOSS_KEYS = ("total", "content", "style", "tv", "pixel")
 # LR used for SR/SRCNN training: "blur" = the prepared lr_x* files (sigma 1 blur + bicubic, the paper's
 # protocol); "bicubic" = MATLAB bicubic of the HR crop (the standard protocol, the official SRCNN's data).
@@ -413,7 +417,8 @@ def _validation_grid(model, spec: dict, n: int = 4):
 
 def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: dict | None = None,
             ray_overrides: dict | None = None) -> dict:
-    """Train JOB, track it in MLflow, register the model; returns the summary written to metrics.json.
+    """Train JOB, track it in MLflow, register the model; returns the summary written to summary.json
+    (its numbers, HEADLINE, to metrics.json).
     ``overrides``: job spec values; ``ray_overrides``: `train.ray` values (e.g. num_workers)."""
     from perceptual_core.checkpoint import save_checkpoint
     from perceptual_core.networks import build_model
@@ -479,7 +484,8 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
         version = tracking.finish_run(run_id, model, ckpt, model_name=spec["registered"], example_hw=hw,
                                       tags={"job": job})
     summary.update(model=spec["registered"], version=str(version.version))
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / "metrics.json").write_text(json.dumps({k: summary[k] for k in HEADLINE}, indent=2) + "\n")
     print(f"{job}: {summary['iterations']} iterations in {wall:.0f} s; loss_total "
           f"{summary['loss_start'].get('loss_total', float('nan')):.4g} -> "
           f"{summary['loss_end'].get('loss_total', float('nan')):.4g}; registered {spec['registered']} "

@@ -1,15 +1,39 @@
 """`perceptual benchmark sr` on the real Set5 and Set14: the bicubic and official-SRCNN rows equal
 the anchor numbers of the core issue (which match the published ones). The trained-model rows,
-promotion, the report and the scheduled history run in tests/test_dvc.py through `dvc repro`."""
+promotion, the report and the scheduled history run in tests/test_dvc.py through `dvc repro`.
+The DVC metrics files hold a few headline numbers; every figure is in the plots CSVs and the full
+results JSON the report reads."""
 from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
 from test_cli import ROOT, cli
+
+MAX_HEADLINE = 16  # numbers per DVC metrics file: `dvc metrics show|diff` and `dvc exp show` stay readable
+
+
+def flat_metrics(doc: dict, prefix: str = "") -> dict:
+    """A metrics document as DVC lists it: nested keys joined with dots."""
+    out = {}
+    for k, v in doc.items():
+        out.update(flat_metrics(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def headline(doc_or_path) -> dict:
+    """A DVC metrics file (or document): at most MAX_HEADLINE keys, each a number (no string, list or
+    bool: DVC shows strings as wide columns and drops lists); returns them flat."""
+    doc = json.loads(Path(doc_or_path).read_text()) if isinstance(doc_or_path, (str, Path)) else doc_or_path
+    flat = flat_metrics(doc)
+    assert 0 < len(flat) <= MAX_HEADLINE, (doc_or_path, sorted(flat))
+    bad = {k: v for k, v in flat.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
+    assert not bad, (doc_or_path, bad)
+    return flat
 
 
 @pytest.fixture()
@@ -33,8 +57,12 @@ def test_sr_benchmark_anchor_rows(tmp_path, bench_params, weights_cache):
     env = bench_params(sets={"Set5": "Set5/HR", "Set14": "Set14/HR"}, scales=[4, 8], protocols=["standard"],
                        primary="standard", vgg_layers=[], crop={"set": "Set5", "image": "butterfly", "size": 64})
     r = cli("benchmark", "sr", env_extra=env)
-    doc = json.loads((tmp_path / "metrics/benchmark_sr.json").read_text())
+    doc = json.loads((tmp_path / "out/sr_results.json").read_text())  # the full results: the report's input
     x4 = doc["results"]["x4"]
+    # the DVC metrics: the headline only, Set5 x4 Y-PSNR per method on the primary protocol, and the time
+    top = headline(tmp_path / "metrics/benchmark_sr.json")
+    assert top == {f"Set5_x4.{m}": pytest.approx(v["psnr_y"], abs=1e-4) for m, v in x4["Set5"]["standard"].items()} \
+        | {"wall_seconds": doc["seconds"]} and set(x4["Set5"]["standard"]) == {"bicubic", "srcnn-official"}
     # anchors (MATLAB protocol, Y channel, shave 4): bicubic on the standard LR files ...
     for set_name, (p, s) in {"Set5": (28.4177, 0.8101), "Set14": (25.9933, 0.7023)}.items():
         b = x4[set_name]["standard"]["bicubic"]
@@ -52,7 +80,10 @@ def test_sr_benchmark_anchor_rows(tmp_path, bench_params, weights_cache):
     assert "no registered model 'sr-x4-pixel'" in next(m["reason"] for m in doc["missing"] if m["method"] == "pixel")
     with open(tmp_path / "plots/benchmark_sr.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * 2 * 2  # scales x sets x (bicubic, srcnn-official)
+    assert len(rows) == 2 * 2 * 2  # scales x sets x (bicubic, srcnn-official): every figure of the results
+    for row in rows:
+        got = doc["results"][f"x{row['scale']}"][row["set"]][row["protocol"]][row["method"]]
+        assert {k: float(row[k]) for k in got} == pytest.approx(got), row
     assert {r["published_psnr_y"] for r in rows if r["method"] == "bicubic" and r["scale"] == "4"} == {"28.42", "25.99"}
     from pipelines.report import anchor_line
 
@@ -75,7 +106,7 @@ def test_sr_benchmark_names_a_missing_set(tmp_path, bench_params):
 def test_report_without_results_says_what_to_run(tmp_path, bench_params):
     env = bench_params()
     r = cli("report", "-o", tmp_path / "reports", env_extra=env, check=False)
-    assert r.returncode == 2 and str(tmp_path / "metrics") in r.stderr and "dvc repro benchmark_sr" in r.stderr
+    assert r.returncode == 2 and str(tmp_path / "out") in r.stderr and "dvc repro benchmark_sr" in r.stderr
     assert not (tmp_path / "reports" / "benchmark.html").exists()
 
 
@@ -112,8 +143,10 @@ def test_sr_benchmark_judges_the_champion_beside_the_challenger(tmp_path, bench_
                                                 example_hw=(8, 8)).version))
     tracking.set_alias("sr-x4-pixel", promote.CHAMPION, versions[0])  # v2 is the challenger
     cli("benchmark", "sr", env_extra=env)
-    doc = json.loads((tmp_path / "metrics/benchmark_sr.json").read_text())
+    doc = json.loads((tmp_path / "out/sr_results.json").read_text())
     got = doc["results"]["x4"]["Set5"]["standard"]
+    assert set(headline(tmp_path / "metrics/benchmark_sr.json")) == {"Set5_x4.bicubic", "Set5_x4.pixel",
+                                                                    "Set5_x4.pixel@champion", "wall_seconds"}
     assert {"bicubic", "pixel", "pixel@champion"} <= set(got) and got["pixel"] != got["pixel@champion"]
     assert doc["labels"]["x4/pixel@champion"] == f"ours l_pixel (champion v{versions[0]})"
     assert doc["versions"]["sr-x4-pixel@champion"]["version"] == versions[0]
@@ -142,7 +175,7 @@ def test_a_set_the_data_folder_lacks_is_not_measured(tmp_path, bench_params, dat
                        scales=[4], protocols=["standard"], primary="standard", vgg_layers=[], max_images=1)
     env["PERCEPTUAL_DATA_DIR"] = str(folder)
     r = cli("benchmark", "sr", env_extra=env)
-    doc = json.loads((tmp_path / "metrics/benchmark_sr.json").read_text())
+    doc = json.loads((tmp_path / "out/sr_results.json").read_text())
     assert set(doc["results"]["x4"]) == {"Set5", "Embedded"}
     assert doc["data"] == f"data folder {folder}"
     gone = {m["set"]: m for m in doc["not_measured"]}
@@ -155,3 +188,36 @@ def test_a_set_the_data_folder_lacks_is_not_measured(tmp_path, bench_params, dat
     assert {c["image"] for c in crops} == {"camera"}  # not Set14 (not measured): the first set, Embedded here
     assert data_line(doc, None) == (f"Data: data folder {folder}. Not measured: Set14, the official SRCNN: "
                                     f"run `perceptual data fetch set14 srcnn`.")
+
+
+def _results(sets: list[str], scales=(4, 8), protocols=("standard", "blur"), methods=(
+        "bicubic", "srcnn-official", "srcnn", "srcnn@champion", "pixel", "pixel@champion", "feat", "feat@champion")):
+    figs = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "vgg_relu2_2", "vgg_relu3_3")
+    return {f"x{s}": {name: {p: {m: {f: 30.0 + i + 0.1 * j for j, f in enumerate(figs)} for i, m in enumerate(methods)}
+                             for p in protocols} for name in sets} for s in scales}
+
+
+def test_headlines_stay_a_few_numbers_whatever_was_measured():
+    """Every set, scale, protocol, method and figure of the default benchmark (4 sets x 2 scales x 2
+    protocols x 8 methods x 6 figures, 5 styles and their champions, 3 sizes) gives a dozen or so DVC
+    metrics, with stable short keys; without Set5 the headline row is the first set measured, so named."""
+    from pipelines.benchmark import sr_headline, style_headline
+
+    doc = {"seconds": 812.5, "results": _results(["Embedded", "Set5", "Set14", "BSD100"]), "labels": {"x4/feat": "l"}}
+    top = headline(sr_headline(doc, "blur"))
+    assert top["Set5_x4.feat@champion"] == doc["results"]["x4"]["Set5"]["blur"]["feat@champion"]["psnr_y"]
+    assert len(top) == 9 and top["wall_seconds"] == 812.5
+    assert set(headline(sr_headline({"seconds": 1.0, "results": _results(["Embedded"], scales=(8,))}, "blur"))) == \
+        {f"Embedded_x8.{m}" for m in ("bicubic", "srcnn-official", "srcnn", "srcnn@champion", "pixel",
+                                     "pixel@champion", "feat", "feat@champion")} | {"wall_seconds"}
+
+    q = {"photo": {"total_loss": 9.0}, "ours": {"total_loss": 2.0, "style_loss": 1.0}, "gatys500": {"total_loss": 1.5}}
+    styles = ("starry_night", "composition_vii", "great_wave", "the_scream", "la_muse")
+    speed = {str(n): {"ours_s": 0.01 * n, "plain_eager_s": 0.02, "gatys100_s": 3.0, "speedup100": 300.0,
+                      "gatys500_s": 15.0, "speedup500": 1500.123456, "gatys500_measured": False}
+             for n in (256, 512, 1024)}
+    st = {"seconds": 40.0, "speed": speed, "quality": {f"style-{s}{c}": q for s in styles for c in ("", "@champion")}}
+    top = headline(style_headline(st))
+    assert top["total_loss.great_wave@champion"] == 2.0 and top["speed_1024.speedup500"] == 1500.0
+    assert top["speed_1024.ours_s"] == 10.24 and len(top) == 2 * len(styles) + 3
+    assert headline(style_headline({"seconds": 3.0, "speed": {}, "quality": {}})) == {"wall_seconds": 3.0}

@@ -16,8 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
+from test_benchmark import headline
 from test_prepare import plant_bad_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,8 +61,8 @@ def check_benchmarks_promotion_report(repo: Path, env: dict, client) -> None:
     """benchmark_sr / benchmark_style judged the quickly trained models (and the shipped releases, which
     register_release made champion v1 of style-la_muse, sr-x4-feat and srcnn-x4), logged to their MLflow
     runs; promotion refused the quick style, l_feat and SRCNN models against the releases, and the report
-    shows every method."""
-    sr = json.loads((repo / "metrics/benchmark_sr.json").read_text())
+    shows every method. The DVC metrics files hold the headline; the full results are the report's input."""
+    sr = json.loads((repo / "outputs/benchmark/sr_results.json").read_text())
     x4 = sr["results"]["x4"]["Set5"]
     assert set(x4) == {"standard", "blur"}
     # sr-x4-pixel was not trained; the shipped sr-x4-feat (champion) is judged beside the quick one
@@ -69,13 +71,23 @@ def check_benchmarks_promotion_report(repo: Path, env: dict, client) -> None:
     assert x4["blur"]["feat@champion"]["vgg_relu2_2"] < x4["blur"]["feat"]["vgg_relu2_2"]
     assert x4["blur"]["bicubic"]["psnr_y"] < x4["standard"]["bicubic"]["psnr_y"]  # blurred LR is harder
     assert all(v["vgg_relu2_2"] > 0 for v in x4["standard"].values())
-    st = json.loads((repo / "metrics/benchmark_style.json").read_text())
+    top = headline(repo / "metrics/benchmark_sr.json")  # Set5 x4 Y-PSNR per method on the primary protocol (blur)
+    assert top == {f"Set5_x4.{m}": pytest.approx(v["psnr_y"], abs=1e-4) for m, v in x4["blur"].items()} | \
+        {"wall_seconds": sr["seconds"]}
+    st = json.loads((repo / "outputs/benchmark/style_results.json").read_text())
     q = st["quality"]["style-la_muse"]
     assert set(q) == {"photo", "ours", "gatys2", "gatys4"} and q["gatys4"]["total_loss"] <= q["gatys2"]["total_loss"]
     rel = st["quality"]["style-la_muse@champion"]  # the release, judged on the same config
     assert rel["ours"]["total_loss"] < q["ours"]["total_loss"] and rel["gatys4"] == q["gatys4"]
     sp = st["speed"]["64"]
     assert sp["gatys2_measured"] is True and sp["gatys100_measured"] is False and sp["speedup100"] > 1
+    assert headline(repo / "metrics/benchmark_style.json") == {
+        "total_loss.la_muse": pytest.approx(q["ours"]["total_loss"], rel=1e-5),
+        "total_loss.la_muse@champion": pytest.approx(rel["ours"]["total_loss"], rel=1e-5),
+        "speed_64.ours_s": pytest.approx(sp["ours_s"], rel=1e-3),
+        "speed_64.speedup100": pytest.approx(sp["speedup100"], rel=1e-3), "wall_seconds": st["seconds"]}
+    with open(repo / "plots/benchmark_style_speed.csv", newline="") as f:  # the detail: dvc plots data
+        assert {(r["size"], r["iterations"]) for r in csv.DictReader(f)} >= {("64", "100"), ("48", "2")}
     for name, metric, v, decision in (("sr-x4-feat", "bench.vgg_relu2_2_mean", "2", "rejected"),
                                       ("srcnn-x4", "bench.psnr_y_mean", "2", "rejected")):
         mv = client.get_model_version(name, v)
@@ -91,8 +103,11 @@ def check_benchmarks_promotion_report(repo: Path, env: dict, client) -> None:
     quick = client.get_model_version_by_alias("style-la_muse", "challenger")
     assert str(quick.version) == "2" and quick.tags["promotion.decision"] == "rejected"
     assert "bench.total_loss" in client.get_run(release.run_id).data.metrics
-    promo = (repo / "metrics/promotion.json").read_text()
+    promo = (repo / "outputs/promotion_decisions.json").read_text()
     assert "srcnn-x4" in promo and "sr-x4-feat" in promo and "rejected" in promo
+    counts = headline(repo / "metrics/promotion.json")
+    assert counts == {f"counts.{k}": v for k, v in json.loads(promo)["counts"].items()}
+    assert counts["counts.rejected"] >= 3
     page = (repo / "reports/benchmark.html").read_text()
     for method in ("bicubic", "SRCNN (official)", "SRCNN (retrained)", "ours l_feat", "Gatys 4 it", "ours (s)",
                    "Training loss curves", "Promotion decisions", "git_commit"):
@@ -167,7 +182,8 @@ def test_dvc_repro_whole_pipeline(tmp_path, data_dir, weights_cache, ray_address
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     for job, name, v in (("style-la_muse", "style-la_muse", "2"), ("sr-x4-feat", "sr-x4-feat", "2"),
                          ("srcnn-x4", "srcnn-x4", "2")):  # v1 of each: the release
-        tm = json.loads((repo / f"outputs/train/{job}/metrics.json").read_text())
+        assert headline(repo / f"outputs/train/{job}/metrics.json")["iterations"] == 4  # numbers only
+        tm = json.loads((repo / f"outputs/train/{job}/summary.json").read_text())
         assert tm["iterations"] == 4 and tm["model"] == name
         assert str(client.get_model_version_by_alias(name, "challenger").version) == tm["version"] == v
         assert (repo / f"outputs/train/{job}/model.pt").is_file()
@@ -182,9 +198,22 @@ def test_dvc_repro_whole_pipeline(tmp_path, data_dir, weights_cache, ray_address
     # a forced rerun of the data stages gives byte-identical outputs: dvc.lock's hashes do not move
     run([str(DVC), "repro", "-f", "prepare_style", "prepare_sr"], repo, env)
     assert (repo / "dvc.lock").read_text() == lock
-    shown = run([str(DVC), "metrics", "show", "--json"], repo, env)
-    assert "psnr_y" in shown.stdout and "speedup100" in shown.stdout and "images_used" in shown.stdout \
-        and "loss_end" in shown.stdout and "first_champion" in shown.stdout
+    # DVC's own views stay readable: every metrics file of the pipeline holds a few numbers (checked by
+    # headline), a few dozen columns in all, none of the per-set/protocol/figure detail
+    shown = json.loads(run([str(DVC), "metrics", "show", "--json"], repo, env).stdout)
+    files = shown[""]["data"]
+    assert set(files) == {"metrics/prepare_style.json", "metrics/prepare_sr.json", "metrics/benchmark_sr.json",
+                          "metrics/benchmark_style.json", "metrics/promotion.json"} | \
+        {f"outputs/train/{j}/metrics.json" for j in ("style-la_muse", "sr-x4-feat", "srcnn-x4")}
+    columns = {k for f, d in files.items() for k in headline(d["data"])}
+    assert len(columns) <= 40 and {"images_used", "loss_end.loss_total", "Set5_x4.feat", "total_loss.la_muse",
+                                   "speed_64.speedup100", "counts.first_champion"} <= columns, sorted(columns)
+    table = run([str(DVC), "metrics", "show"], repo, env).stdout
+    print(table)
+    assert "Set5_x4.bicubic" in table and "vgg" not in table and "standard" not in table
+    for f in ("metrics/benchmark_sr.json", "metrics/benchmark_style.json", "metrics/promotion.json"):
+        one = run([str(DVC), "metrics", "show", f], repo, env).stdout  # one stage's file: about a screen wide
+        assert max(len(line.rstrip()) for line in one.splitlines()) <= 200, one
 
     # two scheduled runs on the champions: a Parquet history and a report with trend plots
     import pandas as pd
@@ -231,14 +260,16 @@ def test_dvc_repro_without_a_data_folder(tmp_path, weights_cache, ray_address):
     assert (repo / "outputs/train/style-starry_night/model.pt").is_file()
     assert {row["origin"].split(":")[0] for row in read_csv(repo / "data/acquired/sources.csv")} <= {"skimage",
                                                                                                    "matplotlib"}
-    sr = json.loads((repo / "metrics/benchmark_sr.json").read_text())
+    sr = json.loads((repo / "outputs/benchmark/sr_results.json").read_text())
     assert sr["data"].startswith("embedded default: ") and str(empty) in sr["data"]
+    assert set(headline(repo / "metrics/benchmark_sr.json")) == {"wall_seconds"} | {  # no Set5: the set measured
+        f"Embedded_x4.{m}" for m in sr["results"]["x4"]["Embedded"]["blur"]}
     assert set(sr["results"]["x4"]) == {"Embedded"} and {"standard", "blur"} == set(sr["results"]["x4"]["Embedded"])
     gone = {m["set"]: m["reason"] for m in sr["not_measured"]}
     assert gone == {s: f"not measured: run `perceptual data fetch {s.lower()}`" for s in ("Set5", "Set14")}
     assert "Set5: not measured: run `perceptual data fetch set5`" in log
     assert any(m["method"] == "srcnn-official" and "perceptual data fetch srcnn" in m["reason"] for m in sr["missing"])
-    st = json.loads((repo / "metrics/benchmark_style.json").read_text())
+    st = json.loads((repo / "outputs/benchmark/style_results.json").read_text())
     assert st["style_images"] == {"style-starry_night": str(painting)} and st["content"][0].endswith("china.jpg")
     assert set(st["quality"]["style-starry_night"]) == {"photo", "ours", "gatys2"}
     assert st["quality"]["style-starry_night@champion"]  # the shipped release, judged on the same photo
@@ -246,4 +277,4 @@ def test_dvc_repro_without_a_data_folder(tmp_path, weights_cache, ray_address):
     assert "Data: embedded default: " in page and "| x4 | Embedded |" in (repo / "reports/benchmark.md").read_text()
     line = next(x for x in html.unescape(page).split("<p>") if x.startswith("Data: "))
     assert "Not measured: " in line and "the official SRCNN, the content photo amber.jpg: run " \
-           "`perceptual data fetch set5 set14 bsd100 srcnn styles`.</p>" in line
+           "`perceptual data fetch set5 set14 srcnn styles`.</p>" in line

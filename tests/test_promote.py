@@ -216,16 +216,18 @@ def test_dry_run_changes_nothing(store, capsys):
 
 def test_all_writes_the_decisions_json(store):
     # Names from params' train jobs: srcnn-x4 is benchmarked, sr-x4-pixel is not, the rest are not registered.
-    out = store / "promotion.json"
+    # promote.out: the DVC metrics, the counts only; promote.decisions (unset here: beside it) every decision
+    out, full = store / "promotion.json", store / "promotion_decisions.json"
     v1 = _version(store, "srcnn-x4", 27.0)
     pv1 = _version(store, "sr-x4-pixel", None)
     assert cli.main(["promote", "--all", "--dry-run"]) == 1
-    assert not out.exists() and _champion("srcnn-x4") is None
+    assert not out.exists() and not full.exists() and _champion("srcnn-x4") is None
     # As the DVC stage runs it (a subprocess: the module's own entry point).
     r = subprocess.run([sys.executable, "-m", "pipelines.promote", "--all", "--by", "dvc"], cwd=ROOT,
                        env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert r.returncode == 1, r.stderr  # a missing metric fails the stage
-    res = json.loads(out.read_text())
+    res = json.loads(full.read_text())
+    assert json.loads(out.read_text()) == {"counts": res["counts"]} and str(full) in r.stderr
     by_model = {d["model"]: d for d in res["decisions"]}
     assert list(by_model) == promote.model_names() and "style-starry_night" in by_model
     assert by_model["srcnn-x4"]["decision"] == "first_champion" and by_model["srcnn-x4"]["challenger_value"] == 27.0
@@ -240,7 +242,8 @@ def test_all_writes_the_decisions_json(store):
     _version(store, "srcnn-x4", 26.5)
     decisions, code = promote.promote_all()
     assert code == 0 and _champion("srcnn-x4") == v1 and _champion("sr-x4-pixel") == pv1
-    res = json.loads(out.read_text())
+    res = json.loads(full.read_text())
+    assert json.loads(out.read_text())["counts"] == res["counts"] and res["counts"]["rejected"] == 1
     assert [d["decision"] for d in res["decisions"] if d["model"] in ("sr-x4-pixel", "srcnn-x4")] == \
         ["first_champion", "rejected"]
 

@@ -138,7 +138,7 @@ def test_driver_killed_mid_run_resumes_on_ray(datasets, tmp_path, tracking_store
     assert r.returncode == 0, r.stderr[-3000:]
     # A local instance has no state API: Ray Train's placement-group cleaner is kept quiet about it.
     assert "Failed to query Ray Train Controller" not in r.stdout + r.stderr
-    s = json.loads((out / "metrics.json").read_text())
+    s = json.loads((out / train.SUMMARY).read_text())
     assert s["iterations"] == 60 and s["run_id"] == run_id
     rank0 = [e["iteration"] for e in train.read_events(out) if e["event"] == "start" and e["rank"] == 0]
     # The second driver began at the last checkpoint Ray had committed for the first: the one at `after`
@@ -196,7 +196,7 @@ def test_mlflow_server_killed_mid_training_loses_nothing(datasets, tmp_path, wei
         r = subprocess.run([*cmd, "--resume"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
         assert "hunter2" not in r.stdout + r.stderr
-        s = json.loads((out / "metrics.json").read_text())
+        s = json.loads((out / train.SUMMARY).read_text())
         assert s["iterations"] == 60 and s["run_id"] == run_id
         client = MlflowClient(url)
         assert sorted(m.step for m in client.get_metric_history(run_id, "loss_total")) == list(range(10, 61, 10))
@@ -213,6 +213,11 @@ def test_resume_after_driver_stop_plain_pytorch(datasets, tmp_path, tracking_sto
     s = train.run_job(job, use_ray=False, resume=True, overrides=quick(datasets, tmp_path, job, iterations=20))
     starts = [e["iteration"] for e in train.read_events(tmp_path / job) if e["event"] == "start"]
     assert starts == [0, 10] and s["iterations"] == 20
+    # the DVC metrics: numbers only (no run id, name or list: `dvc metrics show` stays readable); all in summary.json
+    from test_benchmark import headline
+
+    assert headline(tmp_path / job / "metrics.json") and json.loads((tmp_path / job / "metrics.json").read_text()) == \
+        {k: s[k] for k in train.HEADLINE} and json.loads((tmp_path / job / train.SUMMARY).read_text()) == s
     # --resume continues the job's MLflow run: one loss curve over both legs
     assert s["run_id"] == first["run_id"]
     from mlflow import MlflowClient
