@@ -1,7 +1,7 @@
 """Peak memory of `perceptual upscale` by input size and scale; prints a table, writes JSON.
 
     .venv/bin/python benchmarks/memory.py [--sizes 256,512,1024,2048,3000x2000] [--models sr-x4-pixel,sr-x8-pixel]
-        [--untiled 256,512] [--json benchmarks/results/memory_cpu.json]
+        [--untiled 256] [--json benchmarks/results/memory_cpu.json]
 
 Each row is one `perceptual upscale PHOTO --model M -o out.png` in a fresh process (the CLI users run,
 model loading and PNG writing included), on a real photo resized to size x size (or WxH); peak memory is that
@@ -60,7 +60,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="256,512,1024,2048,3000x2000")
     ap.add_argument("--models", default="sr-x4-pixel,sr-x8-pixel")
-    ap.add_argument("--untiled", default="256,512", help="sizes also run with --tile 0 (whole image)")
+    ap.add_argument("--untiled", default="256", help="sizes also run with --tile 0 (whole image; x8 at 512² took 23 GB)")
     ap.add_argument("--json", default="benchmarks/results/memory_cpu.json")
     a = ap.parse_args()
     tile = int(config.section("batch")["upscale_tile"])

@@ -362,19 +362,35 @@ def _png_chunk(tag: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
 
 
-def _encode_png16(arr: np.ndarray, icc: bytes | None, exif: bytes | None) -> bytes:
+#: 8-bit PNGs with more pixels than this are written by _write_png, block by block: Pillow would first
+#: copy the image into its own 4-bytes-per-pixel buffer (1 GB for a 16384² x8 upscale), which is what
+#: kept `perceptual upscale` above 2 GB at that size (benchmarks/memory.py).
+STREAM_PNG_PIXELS = 1 << 26
+
+
+def _write_png(f, arr: np.ndarray, icc: bytes | None, exif: bytes | None, level: int = 6) -> None:
+    """Write ``arr`` (H x W x C uint8 or uint16) as a PNG to the binary file ``f``, ~2 MB of rows at a time:
+    filtered (libpng's heuristic, _png_filter) and deflated as it goes, so memory stays a few row
+    blocks beyond the image itself."""
     h, w, c = arr.shape
+    depth = 16 if arr.dtype == np.uint16 else 8
     ctype = {1: 0, 2: 4, 3: 2, 4: 6}[c]
-    rows = arr.astype(">u2").view(np.uint8).reshape(h, w * c * 2)
-    parts = [_PNG_SIGNATURE, _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, ctype, 0, 0, 0))]
+    bpp = c * depth // 8
+    f.write(_PNG_SIGNATURE + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, ctype, 0, 0, 0)))
     if icc:
-        parts.append(_png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc)))
+        f.write(_png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc)))
     if exif:
-        parts.append(_png_chunk(b"eXIf", exif.removeprefix(_EXIF_HEADER)))
-    idat = zlib.compress(_png_filter(rows, c * 2), 6)
-    parts += [_png_chunk(b"IDAT", idat[i:i + (1 << 20)]) for i in range(0, max(len(idat), 1), 1 << 20)]
-    parts.append(_png_chunk(b"IEND", b""))
-    return b"".join(parts)
+        f.write(_png_chunk(b"eXIf", exif.removeprefix(_EXIF_HEADER)))
+    z = zlib.compressobj(level)
+    step = max(1, min(256, (2 << 20) // (w * bpp)))  # ~2 MB of rows: filtering costs ~60 bytes per row byte
+    for y0 in range(0, h, step):
+        block = arr[max(0, y0 - 1):y0 + step]  # with the row above: the up/average/Paeth filters need it
+        rows = (block.astype(">u2").view(np.uint8) if depth == 16 else block).reshape(len(block), w * bpp)
+        filtered = _png_filter(np.ascontiguousarray(rows), bpp)
+        data = z.compress(filtered[1 + w * bpp:] if y0 else filtered)
+        if data:
+            f.write(_png_chunk(b"IDAT", data))
+    f.write(_png_chunk(b"IDAT", z.flush()) + _png_chunk(b"IEND", b""))
 
 
 # ---------------------------------------------------------------------------------------- saving
@@ -444,8 +460,8 @@ def _encoder(path: Path, image, *, alpha, bit_depth: int, icc_profile: bytes | N
         pixels = _to_dtype(pixels, np.uint8)  # 8-bit-only formats
     if pixels.dtype == np.uint16 and fmt == "TIFF" and pixels.shape[2] != 1:
         raise ValueError(f"{path}: Pillow cannot write 16-bit colour/alpha TIFF; use .png")
-    if fmt == "PNG" and pixels.dtype == np.uint16:
-        return lambda f: f.write(_encode_png16(pixels, icc_profile, exif))
+    if fmt == "PNG" and (pixels.dtype == np.uint16 or pixels.shape[0] * pixels.shape[1] > STREAM_PNG_PIXELS):
+        return lambda f: _write_png(f, pixels, icc_profile, exif)  # Pillow writes no 16-bit colour PNG
     meta = {k: v for k, v in (("icc_profile", icc_profile), ("exif", exif)) if v and fmt != "BMP"}
     extra = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
 
