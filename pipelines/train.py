@@ -429,7 +429,9 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
     spec = {**job_spec(job), **(overrides or {})}
     out_dir = Path(spec["out_dir"])
     if not resume:  # a fresh run; --resume keeps last/ and the events
-        owned.remove(out_dir, f"train {job}", "train.out_dir/JOB", signature=EVENTS)
+        # a fresh clone may hold the folder with only what git carries: DVC's .gitignore, committed metrics
+        owned.remove(out_dir, f"train {job}", "train.out_dir/JOB", signature=EVENTS,
+                     tracked=(".gitignore", "metrics.json", SUMMARY))
     owned.claim(out_dir, f"train {job}")
     t = config.section("train")
     needs_vgg = spec["kind"] == "style" or spec.get("loss") == "feat"

@@ -75,3 +75,22 @@ def test_training_refuses_a_foreign_out_dir(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="train.out_dir/JOB="):
         train.run_job("srcnn-x4", use_ray=False, overrides={"out_dir": str(d)})
     assert (d / "thesis.txt").is_file() and (d / "sub" / "photo.jpg").is_file()
+
+
+def test_training_replaces_a_folder_holding_only_what_git_carries(tmp_path, monkeypatch):
+    """A fresh clone of a project that commits its DVC metrics has outputs/train/JOB/ with only DVC's
+    .gitignore and metrics.json in it: the training stage goes on (a fresh `make run` failed here), while
+    one more file of anyone else's still stops it."""
+    from pipelines import owned
+
+    d = tmp_path / "sr-x4-pixel"
+    d.mkdir()
+    (d / ".gitignore").write_text("/model.pt\n")
+    (d / "metrics.json").write_text("{}\n")
+    keep = (".gitignore", "metrics.json", "summary.json")
+    owned.check_deletable(d, "train sr-x4-pixel", "train.out_dir/JOB", tracked=keep)  # no error
+    with pytest.raises(ValueError, match="not made by this stage"):
+        owned.check_deletable(d, "train sr-x4-pixel", "train.out_dir/JOB")  # what train passed before
+    (d / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="train.out_dir/JOB="):
+        owned.check_deletable(d, "train sr-x4-pixel", "train.out_dir/JOB", tracked=keep)
