@@ -108,6 +108,7 @@ def test_worker_killed_mid_run_continues_from_checkpoint(datasets, tmp_path, tra
     assert s["iterations"] == 80
 
 
+@pytest.mark.full  # ~100 s on 2 cores: the full tier (`pytest -m full`) keeps `make test` under 30 minutes
 def test_driver_killed_mid_run_resumes_on_ray(datasets, tmp_path, tracking_store, weights_cache):
     """`python -m pipelines.train` SIGKILLed after a checkpoint (a lost laptop, an OOM-killed head
     process): `--resume` continues on Ray from that checkpoint, in the same MLflow run, to the end."""
