@@ -425,8 +425,9 @@ def save_image(path, image, *, alpha=None, bit_depth: int = 8, icc_profile: byte
     embedded for PNG/JPEG/WebP/TIFF (BMP cannot hold them). quality: JPEG/WebP only.
     """
     path = Path(path)
-    im = _encoder(path, image, alpha=alpha, bit_depth=bit_depth, icc_profile=icc_profile, exif=exif, quality=quality)
-    atomic_write(path, im)  # encoded straight into the file: no copy of the encoded bytes in memory
+    write = _encoder(path, image, alpha=alpha, bit_depth=bit_depth, icc_profile=icc_profile, exif=exif,
+                     quality=quality)
+    atomic_write(path, write)  # encoded straight into the file: no copy of the encoded bytes in memory
     return path
 
 

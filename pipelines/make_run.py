@@ -12,18 +12,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 _STAGE = re.compile(r"^(Running stage|Stage) '([^']+)'")
-
-
-def _dvc() -> str:
-    here = Path(sys.executable).with_name("dvc")
-    return str(here) if here.exists() else (shutil.which("dvc") or "dvc")
 
 
 def _clock(seconds: float) -> str:
@@ -40,9 +33,15 @@ def stages(dvc: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    dvc = _dvc()
+    from .services import _bin  # the venv's own tool first, else PATH; a one-line error if neither
+
+    try:
+        dvc = _bin("dvc")
+        names = stages(dvc)
+    except RuntimeError as e:  # ServiceError: no dvc; or `dvc stage list` failed
+        print(f"[make run] error: {e}", file=sys.stderr)
+        return 2
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "DVC_NO_ANALYTICS": "1"}
-    names = stages(dvc)
     seen: set[str] = set()
     t0 = time.monotonic()
     print(f"[make run] dvc repro: {len(names)} stages", flush=True)
