@@ -13,7 +13,7 @@ Networks: "paper" = the trained style checkpoint (outputs/train/style-la_muse/mo
 nearest upsampling, reflection padding, the paper's channel widths; a random one of the same shape when
 it is missing, same speed); "lite" = the same architecture at half width (random weights: speed only).
 Engines: plain (the unmodified network, eager fp32: the naive baseline), eager / onnx / compile
-(perceptual_core/engines.py, verified against plain at start-up), onnx-int8 (onnxruntime static
+(perceptual_core/engines/, verified against plain at start-up), onnx-int8 (onnxruntime static
 quantisation, measured to show why it is not offered: see its PSNR). PSNR columns: engine output vs
 the plain network's at the same size (>= 40 dB is the quality bound; fp32 engines are > 100 dB).
 

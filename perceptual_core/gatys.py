@@ -21,6 +21,22 @@ class GatysResult:
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  # iteration count -> (3, H, W) image
 
 
+def _initial_image(c: torch.Tensor, init: str, seed: int) -> torch.Tensor:
+    """The image the optimisation starts from: a copy of the content or uniform noise (seeded)."""
+    if init == "content":
+        return c.clone(memory_format=torch.contiguous_format)  # L-BFGS views each gradient flat
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(c.shape, generator=g).to(c)
+
+
+def _optimizer(x: torch.Tensor, optimizer: str, lr: float | None) -> torch.optim.Optimizer:
+    """L-BFGS (one step: one iteration, strong-Wolfe line search) or Adam over the image ``x``."""
+    if optimizer == "lbfgs":
+        return torch.optim.LBFGS([x], lr=lr or 1.0, max_iter=1, max_eval=25, history_size=100,
+                                 line_search_fn="strong_wolfe")
+    return torch.optim.Adam([x], lr=lr or 1e-2)
+
+
 def gatys(
     content: torch.Tensor,
     style: torch.Tensor,
@@ -66,17 +82,8 @@ def gatys(
     crit.set_style(style, style_size)
     with torch.no_grad():
         cfeats = loss_net(c, crit.content_layers)
-    if init == "content":
-        x0 = c.clone(memory_format=torch.contiguous_format)  # L-BFGS views each gradient flat
-    else:
-        g = torch.Generator().manual_seed(seed)
-        x0 = torch.rand(c.shape, generator=g).to(c)
-    x = x0.requires_grad_(True)
-    if optimizer == "lbfgs":
-        opt = torch.optim.LBFGS([x], lr=lr or 1.0, max_iter=1, max_eval=25, history_size=100,
-                                line_search_fn="strong_wolfe")
-    else:
-        opt = torch.optim.Adam([x], lr=lr or 1e-2)
+    x = _initial_image(c, init, seed).requires_grad_(True)
+    opt = _optimizer(x, optimizer, lr)
     history: list[dict[str, float]] = []
     snaps, snapshots = set(snapshot_at), {}
     first: dict[str, float] = {}

@@ -34,7 +34,7 @@ def _rgb_tensor(img: LoadedImage, device) -> torch.Tensor:
 def _forward(model: nn.Module | Engine, x: torch.Tensor, tile: int | None, overlap: int) -> torch.Tensor:
     """model(x) for a (1, 3, H, W) host tensor; larger than ``tile`` on a side -> tiled (only tiles
     go to the model's device; instance norm uses whole-image statistics, see tiling.py). An Engine
-    (engines.py) runs untiled images; tiles run on its plain network, whose modules tiling swaps."""
+    (engines/) runs untiled images; tiles run on its plain network, whose modules tiling swaps."""
     if isinstance(model, Engine):
         if not (tile and max(x.shape[-2:]) > tile):
             return model(x)

@@ -258,6 +258,57 @@ def _plain(y: torch.Tensor) -> torch.Tensor:
     return y
 
 
+def _device_and_dtype(model, x, tile, overlap, device, dtype,
+                      global_norm_stats) -> tuple[torch.device, torch.dtype]:
+    """Check tiled_forward's arguments (the error names the bad one); -> the device and dtype the tiles
+    run at (defaults: the model parameters')."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a (1, 3, H, W) tensor, got {shape}")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point tensor in [0, 1], got dtype {x.dtype}")
+    H, W = x.shape[-2:]
+    if H < 1 or W < 1:
+        raise ValueError(f"x must have H, W >= 1, got {H}x{W}")
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < MIN_TILE:
+        raise ValueError(f"tile must be an int >= {MIN_TILE}, got {tile!r}")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+        raise ValueError(f"overlap must be an int >= 0, got {overlap!r}")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point torch.dtype or None, got {dtype!r}")
+    if not isinstance(global_norm_stats, bool):
+        raise ValueError(f"global_norm_stats must be a bool, got {global_norm_stats!r}")
+    param = next(model.parameters(), None)
+    try:
+        device = torch.device(device) if device is not None else (
+            param.device if param is not None else torch.device("cpu"))
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be a torch.device or device string, got {device!r} ({e})") from None
+    if dtype is None:
+        dtype = param.dtype if param is not None and param.is_floating_point() else x.dtype
+    return device, dtype
+
+
+def _global_stats(model, norms, tiles, piece, device, dtype) -> dict:
+    """Whole-image statistics for the instance-norm layers ``norms``, layer by layer in forward order
+    (module doc); ``piece(tile)`` is a tile's input on the device. -> {layer: its _FrozenInstanceNorm}."""
+    frozen: dict = {}
+    for m, mapping in _probe(model, norms, device, dtype):
+        acc = _Accumulator(*mapping)
+        with _swapped(model, {**frozen, m: acc}):
+            for t in tiles:
+                acc.tile = t
+                try:
+                    model(piece(t))
+                except _StopForward:
+                    continue
+                raise RuntimeError(f"instance-norm layer {m} was not reached")
+        frozen[m] = _FrozenInstanceNorm(m, *acc.stats())
+    return frozen
+
+
 def tiled_forward(model: nn.Module, x: torch.Tensor, *, tile: int = 512, overlap: int = 48,
                   device: torch.device | str | None = None, dtype: torch.dtype | None = None,
                   global_norm_stats: bool = True) -> torch.Tensor:
@@ -287,33 +338,8 @@ def tiled_forward(model: nn.Module, x: torch.Tensor, *, tile: int = 512, overlap
     The model's modules are swapped temporarily (restored on return or error): do not run the
     same model object from another thread meanwhile. Batch norm must be in eval mode.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x must be a (1, 3, H, W) tensor, got {shape}")
-    if not x.is_floating_point():
-        raise ValueError(f"x must be a floating-point tensor in [0, 1], got dtype {x.dtype}")
+    device, dtype = _device_and_dtype(model, x, tile, overlap, device, dtype, global_norm_stats)
     H, W = x.shape[-2:]
-    if H < 1 or W < 1:
-        raise ValueError(f"x must have H, W >= 1, got {H}x{W}")
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < MIN_TILE:
-        raise ValueError(f"tile must be an int >= {MIN_TILE}, got {tile!r}")
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
-        raise ValueError(f"overlap must be an int >= 0, got {overlap!r}")
-    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ValueError(f"dtype must be a floating-point torch.dtype or None, got {dtype!r}")
-    if not isinstance(global_norm_stats, bool):
-        raise ValueError(f"global_norm_stats must be a bool, got {global_norm_stats!r}")
-    param = next(model.parameters(), None)
-    try:
-        device = torch.device(device) if device is not None else (
-            param.device if param is not None else torch.device("cpu"))
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device must be a torch.device or device string, got {device!r} ({e})") from None
-    if dtype is None:
-        dtype = param.dtype if param is not None and param.is_floating_point() else x.dtype
-
     if H <= tile and W <= tile:
         with torch.inference_mode():
             return _plain(model(x.to(device, dtype)))
@@ -339,20 +365,8 @@ def tiled_forward(model: nn.Module, x: torch.Tensor, *, tile: int = 512, overlap
         return x[..., t.rows[2]:t.rows[3], t.cols[2]:t.cols[3]].to(device, dtype).contiguous()
 
     with torch.inference_mode():
-        frozen: dict = {}
         norms = _norms_needing_stats(model) if global_norm_stats else []
-        if norms:
-            for m, mapping in _probe(model, norms, device, dtype):
-                acc = _Accumulator(*mapping)
-                with _swapped(model, {**frozen, m: acc}):
-                    for t in tiles:
-                        acc.tile = t
-                        try:
-                            model(piece(t))
-                        except _StopForward:
-                            continue
-                        raise RuntimeError(f"instance-norm layer {m} was not reached")
-                frozen[m] = _FrozenInstanceNorm(m, *acc.stats())
+        frozen = _global_stats(model, norms, tiles, piece, device, dtype) if norms else {}
 
         out = None
         with _swapped(model, frozen):

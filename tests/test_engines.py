@@ -1,4 +1,4 @@
-"""Inference engines (perceptual_core/engines.py): every engine reproduces the plain network on real photos,
+"""Inference engines (perceptual_core/engines/): every engine reproduces the plain network on real photos,
 a stale or wrong engine is refused, and the CLI takes --engine. Small networks and sizes keep this fast;
 the speed itself is measured by benchmarks/speed.py, never asserted here."""
 from __future__ import annotations

@@ -144,7 +144,7 @@ def test_one_luma_one_y_and_one_psnr_for_numpy_and_torch():
     assert a == pytest.approx(engines.psnr(torch.from_numpy(img), torch.from_numpy(other)))
     assert 20 < a < 30 and metrics.psnr(img, img) == float("inf")
     root = Path(__file__).resolve().parents[1]
-    for f in [*root.glob("perceptual_core/*.py"), *root.glob("pipelines/*.py"), *root.glob("benchmarks/*.py")]:
+    for f in [*root.glob("perceptual_core/**/*.py"), *root.glob("pipelines/**/*.py"), *root.glob("benchmarks/*.py")]:
         if f.name == "metrics.py":
             continue
         text = f.read_text()
