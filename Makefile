@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PERCEPTUAL_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: run test install clean-venv services-up services-down
+.PHONY: run test test-fast install clean-venv services-up services-down
 
 install: $(STAMP)
 
@@ -24,14 +24,19 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest || { rc=$$?; $(PY) -m pipelines.ray_logs tmp/ray; exit $$rc; }
 
-# Local Ray head (dashboard/Jobs API), MLflow server and S3 endpoint on 127.0.0.1 (pipelines/services.py);
+# The development loop (a few minutes here): the suite less the tests marked `slow`, keeping one real
+# smoke test each of Ray, MLflow, DVC, the S3 server and the published anchors. CI runs `make test`.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m '(smoke or not slow) and not full' || { rc=$$?; $(PY) -m pipelines.ray_logs tmp/ray; exit $$rc; }
+
+# Local Ray head (dashboard/Jobs API), MLflow server and S3 endpoint on 127.0.0.1 (perceptual_services/);
 # their addresses go to tmp/services/services.env: `set -a; . tmp/services/services.env; set +a`.
 services-up: $(STAMP)
-	$(PY) -m pipelines.services up
+	$(PY) -m perceptual_services up
 
 # Stops exactly the processes services-up started (by PID, re-checked), nothing else.
 services-down:
-	@if [ -x $(PY) ]; then $(PY) -m pipelines.services down; else echo "no $(VENV): nothing to stop"; fi
+	@if [ -x $(PY) ]; then $(PY) -m perceptual_services down; else echo "no $(VENV): nothing to stop"; fi
 
 clean-venv:
 	rm -rf $(VENV)

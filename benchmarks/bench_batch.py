@@ -1,6 +1,6 @@
 """Batch-job throughput on the same 200 real photos: a plain single-process loop (one torch thread)
 vs the Ray Data job with 1 and 2 inference actors (one torch thread each), fused and staged pipelines
-(pipelines/batch.py); prints a table, writes JSON.
+(pipelines/batch/); prints a table, writes JSON.
 
     .venv/bin/python benchmarks/bench_batch.py [--model outputs/train/style-la_muse/model.pt]
         [--max-side 0] [--auto-only] [--repeat 1] [--json benchmarks/results/batch_cpu.json]

@@ -94,9 +94,10 @@ def _run_model(a, kind: str) -> int:
     from perceptual_core.tiling import check_tile
 
     from . import modelref
+    from .batch.settings import default_tile
 
     if a.tile is None:
-        a.tile = config.section("batch")["upscale_tile" if kind == "upscale" else "tile"]
+        a.tile = default_tile(kind)
     check_tile(a.tile)  # before the model loads: a bad value is a usage error, not N failed images
     ref = _model_ref(a, kind)
     scale = getattr(a, "scale", None) or (modelref.scale_from_name(ref) if kind == "upscale" else None)
@@ -245,15 +246,8 @@ def _batch_parser(sub) -> None:
     jobs.add_cli(bsub)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="perceptual", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
-
-    s = sub.add_parser("weights", help="prepare and verify the VGG-16 loss-network weights")
-    s.add_argument("--weights", help="local file (.pth state dict or Keras VGG-16 .onnx)")
-    s.add_argument("--offline", action="store_true", help="do not try the torchvision download")
-    s.set_defaults(fn=cmd_weights)
-
+def _model_parsers(sub) -> None:
+    """`perceptual stylize` and `perceptual upscale`: run a trained network on images here."""
     for kind in ("stylize", "upscale"):
         s = sub.add_parser(kind, help=f"{kind} images with a trained network checkpoint")
         s.add_argument("inputs", nargs="+", metavar="IN")
@@ -275,6 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--precision", choices=PRECISIONS, default=inf["precision"],
                        help="bf16/fp16 need CUDA (params: inference.precision)")
         s.set_defaults(fn=lambda a, k=kind: _run_model(a, k))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="perceptual", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("weights", help="prepare and verify the VGG-16 loss-network weights")
+    s.add_argument("--weights", help="local file (.pth state dict or Keras VGG-16 .onnx)")
+    s.add_argument("--offline", action="store_true", help="do not try the torchvision download")
+    s.set_defaults(fn=cmd_weights)
+
+    _model_parsers(sub)
 
     s = sub.add_parser("models", help="list the shipped models (models/), with --verify their SHA-256")
     s.add_argument("--verify", action="store_true", help="hash every file against the manifest")
@@ -315,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_train)
 
     _batch_parser(sub)
-    from . import data_fetch, promote, services
+    import perceptual_services as services
+
+    from . import data_fetch, promote
 
     data_fetch.add_cli(sub)
 

@@ -31,7 +31,7 @@ def _load(path: str) -> dict[str, Any]:
 
 
 def read_params(path: str | Path) -> dict[str, Any]:
-    """Another params file (e.g. the release's, written by pipelines/release.py): a fresh copy."""
+    """Another params file (e.g. the release's, written by pipelines/release/): a fresh copy."""
     import copy
 
     return copy.deepcopy(_load(str(Path(path).resolve())))

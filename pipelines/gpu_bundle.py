@@ -162,48 +162,14 @@ def pack(job: str, out: Path, photos: Path | None = None) -> dict:
     owned.check_deletable(out, "gpu_bundle pack", "--out", signature=BUNDLE)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    init = None
     try:
         owned.claim(tmp, "gpu_bundle pack")
         shutil.copytree(photos, tmp / "data/acquired/images")
-        if kind == "style":
-            style_rel = Path(styles[j.style])
-            style_src = config.data_file(style_rel)  # the data folder's, else the committed painting
-            if not style_src.is_file():
-                raise FileNotFoundError(f"gpu bundle: style image not found: {style_src} (params train.style.styles)")
-            style_dst = Path("data") / (style_rel.name if style_rel.is_absolute() else style_rel)
-            (tmp / style_dst).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(style_src, tmp / style_dst)
-            t["style"]["styles"] = {j.style: str(style_dst.relative_to("data"))}
-            t["style"]["jobs"] = [j.style]
-        else:
-            s = t["sr"]
-            ref = (s.get("init") or {}).get(j.key)
-            if ref:  # e.g. l_feat from the shipped l_pixel network (release.sr.init)
-                init = _carry_init(str(ref), j, dict(arch="sr", scale=j.scale, **s["network"]), tmp)
-            s["init"] = {j.key: init["file"]} if init else {}
-            s["jobs"] = [j.key]
-        for k in ("style", "sr", "srcnn"):  # the bundle trains this one job (no notice about another's data)
-            if k != kind and k in t:
-                t[k]["jobs"] = []
+        init = _carry_job(p, j, tmp)
         if needs_vgg:
             save_loss_weights(tmp / VGG_FILE)
         p["loss_network"].update(weights=VGG_FILE if needs_vgg else None, allow_download=False)
-
-        rel = {("data_dir",): "data", (f"prepare_{kind}", "input"): "data/acquired/images",
-               (f"prepare_{kind}", "out_dir"): f"work/data/{kind}",
-               (f"prepare_{kind}", "metrics"): f"work/metrics/prepare_{kind}.json",
-               ("train", "out_dir"): "work/train", ("train", kind, "data"): f"work/data/{kind}"}
-        for key in PATH_KEYS[kind]:
-            _set(p, key, rel[key])
-        p[f"prepare_{kind}"]["workers"] = 1
-        t.update({k: g[k] for k in TRAIN_KEYS})
-        for k in TRAIN_KEYS:
-            t[kind].pop(k, None)  # a per-kind release value would win over the GPU's in job_spec
-        t[kind].update({k: g[k] for k in KIND_KEYS})
-        t["max_seconds"] = g["max_seconds"]
-        for k in ("acquire", "mlflow"):
-            p.pop(k, None)  # not used there; keeps URIs of this machine out of the bundle
+        _lay_gpu_settings(p, kind, g)
         (tmp / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
         files = {f.relative_to(tmp).as_posix(): sha256_file(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
@@ -228,6 +194,52 @@ def pack(job: str, out: Path, photos: Path | None = None) -> dict:
           f"{', from ' + init['ref'] if init else ''}); with the code "
           f"{(size + code) / MiB:.1f} of {g['carry_limit_mib']} MiB", file=sys.stderr)
     return doc
+
+
+def _carry_job(p: dict, j: jobname.Job, tmp: Path) -> dict | None:
+    """Copy what JOB alone needs into ``tmp`` (the style image, or an SR job's init model) and make
+    ``p`` train only JOB; -> the init model's record, or None."""
+    t, init = p["train"], None
+    if j.kind == "style":
+        style_rel = Path(t["style"]["styles"][j.style])
+        style_src = config.data_file(style_rel)  # the data folder's, else the committed painting
+        if not style_src.is_file():
+            raise FileNotFoundError(f"gpu bundle: style image not found: {style_src} (params train.style.styles)")
+        style_dst = Path("data") / (style_rel.name if style_rel.is_absolute() else style_rel)
+        (tmp / style_dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(style_src, tmp / style_dst)
+        t["style"]["styles"] = {j.style: str(style_dst.relative_to("data"))}
+        t["style"]["jobs"] = [j.style]
+    else:
+        s = t["sr"]
+        ref = (s.get("init") or {}).get(j.key)
+        if ref:  # e.g. l_feat from the shipped l_pixel network (release.sr.init)
+            init = _carry_init(str(ref), j, dict(arch="sr", scale=j.scale, **s["network"]), tmp)
+        s["init"] = {j.key: init["file"]} if init else {}
+        s["jobs"] = [j.key]
+    for k in ("style", "sr", "srcnn"):  # the bundle trains this one job (no notice about another's data)
+        if k != j.kind and k in t:
+            t[k]["jobs"] = []
+    return init
+
+
+def _lay_gpu_settings(p: dict, kind: str, g: dict) -> None:
+    """Paths relative to the bundle, one prepare worker, and ``release.gpu`` (``g``) over ``train``."""
+    t = p["train"]
+    rel = {("data_dir",): "data", (f"prepare_{kind}", "input"): "data/acquired/images",
+           (f"prepare_{kind}", "out_dir"): f"work/data/{kind}",
+           (f"prepare_{kind}", "metrics"): f"work/metrics/prepare_{kind}.json",
+           ("train", "out_dir"): "work/train", ("train", kind, "data"): f"work/data/{kind}"}
+    for key in PATH_KEYS[kind]:
+        _set(p, key, rel[key])
+    p[f"prepare_{kind}"]["workers"] = 1
+    t.update({k: g[k] for k in TRAIN_KEYS})
+    for k in TRAIN_KEYS:
+        t[kind].pop(k, None)  # a per-kind release value would win over the GPU's in job_spec
+    t[kind].update({k: g[k] for k in KIND_KEYS})
+    t["max_seconds"] = g["max_seconds"]
+    for k in ("acquire", "mlflow"):
+        p.pop(k, None)  # not used there; keeps URIs of this machine out of the bundle
 
 
 # ------------------------------------------------------------------------------------------- run

@@ -33,10 +33,10 @@ def stages(dvc: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from .services import _bin  # the venv's own tool first, else PATH; a one-line error if neither
+    from perceptual_services.processes import venv_tool  # the venv's own, else PATH; one-line error if neither
 
     try:
-        dvc = _bin("dvc")
+        dvc = venv_tool("dvc")
         names = stages(dvc)
     except RuntimeError as e:  # ServiceError: no dvc; or `dvc stage list` failed
         print(f"[make run] error: {e}", file=sys.stderr)

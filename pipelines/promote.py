@@ -7,7 +7,7 @@
 
 The metric, its direction and the margin come from params `promote.families` (first `match`, an
 fnmatch pattern on the registered name, wins). The values are the `bench.*` metrics that
-pipelines/benchmark.py logs to each judged version's MLflow run; two versions are compared only
+pipelines/benchmark/ logs to each judged version's MLflow run; two versions are compared only
 when their `bench.config` tags (hash of the benchmark settings) are equal. Nothing is promoted on
 a missing metric. Every decision is recorded as `promotion.*` tags on the challenger version;
 `promotion.previous_champion` is what `--rollback` follows, so rolling back twice walks further back.
@@ -202,7 +202,6 @@ def promote(name: str, *, rollback: bool = False, dry_run: bool = False, by: str
         dec.update(decision="first_champion", new_champion=str(chal.version),
                    reason=f"no {CHAMPION} yet: the first benchmarked challenger becomes {CHAMPION}")
         return _finish(client, dec, dry_run)
-
     dec["champion_value"], why = _value(client, name, champ, metric)
     if dec["champion_value"] is None:
         dec.update(decision="refused", reason_code=MISSING, reason=f"champion {why}")
@@ -213,22 +212,26 @@ def promote(name: str, *, rollback: bool = False, dry_run: bool = False, by: str
                           f"(bench.config {chal.tags.get('bench.config')} vs {champ.tags.get('bench.config')}); "
                           f"benchmark both with the same params")
         return _finish(client, dec, dry_run)
+    return _finish(client, _judge(dec, fam, champ), dry_run)
 
+
+def _judge(dec: dict, fam: dict, champ) -> dict:
+    """``dec`` decided on its figures: promoted when better than the champion by the required margin."""
     delta = dec["challenger_value"] - dec["champion_value"]
-    improvement = delta if mode == "max" else -delta
+    improvement = delta if dec["mode"] == "max" else -delta
     required = _required(fam, dec["champion_value"])
     # Float noise must not turn an improvement of exactly the margin into a rejection.
     tol = 1e-9 * max(1.0, abs(dec["champion_value"]))
     dec.update(delta=delta, improvement=improvement, required=required)
     if improvement > 0 and improvement >= required - tol:
-        dec.update(decision="promoted", new_champion=str(chal.version), previous_champion=str(champ.version),
+        dec.update(decision="promoted", new_champion=dec["challenger"], previous_champion=str(champ.version),
                    reason=f"better than v{champ.version} by {improvement:.6g} (needs {required:.6g})")
     elif improvement <= 0:
         dec.update(decision="rejected", reason=f"not better than v{champ.version}")
     else:
         dec.update(decision="rejected", reason=f"better than v{champ.version} by {improvement:.6g}, "
                                                f"less than the required margin {required:.6g}")
-    return _finish(client, dec, dry_run)
+    return dec
 
 
 def unservable(uri: str) -> str | None:

@@ -1,5 +1,5 @@
 """Shared fixtures: the real data folder, the real (offline) VGG-16 loss network, and the local services
-(Ray head with Jobs API, MLflow server, S3 endpoint) started once per session by pipelines/services.py."""
+(Ray head with Jobs API, MLflow server, S3 endpoint) started once per session by perceptual_services/."""
 from __future__ import annotations
 
 import contextlib
@@ -51,14 +51,14 @@ def vgg(weights_cache):
 
 
 # ----------------------------------------------------------------- local services (one per session)
-# Started lazily through pipelines/services.py, the code behind `perceptual services up`: a test that
+# Started lazily through perceptual_services/, the code behind `perceptual services up`: a test that
 # asks for none of them starts nothing. All are stopped at the end by the PIDs that were started.
 
 @pytest.fixture(scope="session")
 def services_stack(tmp_path_factory):
-    """The session's `pipelines.services.Stack` (free ports, state in a tmp folder); start services
+    """The session's `perceptual_services.Stack` (free ports, state in a tmp folder); start services
     with ``services_stack.up(["ray"])`` etc. or, better, request the fixtures below."""
-    from pipelines import services
+    import perceptual_services as services
 
     cfg = services.StackConfig(
         state_dir=tmp_path_factory.mktemp("services"),
@@ -97,7 +97,7 @@ def ray_address(services_stack):
     `perceptual services up` starts it; RAY_ADDRESS, RAY_TMPDIR, RAY_AUTH_MODE=token and
     RAY_AUTH_TOKEN_PATH (the stack's token file) are set for the session (stages started by `dvc repro`
     join it through them) and restored afterwards. -> "127.0.0.1:PORT"."""
-    from pipelines.services import FAKE_AWS
+    from perceptual_services import FAKE_AWS
 
     # Ray workers inherit the head's environment, not the test's: fake keys for the moto S3 server
     # must be there from the start (they are only ever sent to 127.0.0.1).
@@ -139,7 +139,7 @@ def ray_dashboard_url(ray_address, services_stack) -> str:
 def s3_endpoint(services_stack):
     """"http://127.0.0.1:PORT" of a moto S3 server (one per session; buckets live in memory). Fake AWS
     credentials and region are set for the session where none are set; AWS_ENDPOINT_URL is not."""
-    from pipelines.services import FAKE_AWS
+    from perceptual_services import FAKE_AWS
 
     services_stack.up(["s3"])
     with _session_env(**{k: v for k, v in FAKE_AWS.items() if not os.environ.get(k)}):

@@ -175,7 +175,7 @@ def test_main_reads_params_and_reports_errors(tmp_path, monkeypatch, capsys):
 
 @pytest.fixture(scope="module")
 def moto_s3(coco_images, s3_endpoint):
-    """The session's real S3 protocol server (moto, pipelines/services.py) with a photos bucket."""
+    """The session's real S3 protocol server (moto, perceptual_services/) with a photos bucket."""
     import boto3
 
     url = s3_endpoint

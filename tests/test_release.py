@@ -1,4 +1,4 @@
-"""The release in the registry (pipelines/release.py register, the DVC stage register_release) on a real
+"""The release in the registry (pipelines/release register, the DVC stage register_release) on a real
 MLflow sqlite store, and the promotion floor: a version must beat its family's baseline to become champion."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The local services stack (pipelines/services.py, `perceptual services up|down|status`) for real:
+"""The local services stack (perceptual_services/, `perceptual services up|down|status`) for real:
 a Ray head with the Jobs API, an `mlflow server` and moto's S3 server on 127.0.0.1, started in a
 tmp state folder on free ports (apart from the session fixtures), used, checked for anything that
 listens beyond 127.0.0.1 without Ray's token, one of them killed and recovered, then stopped with
@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipelines import services
+import perceptual_services as services
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ def _cfg(state_dir: Path, **kw) -> services.StackConfig:
 
 def _cli(*args) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
-    return subprocess.run([sys.executable, "-m", "pipelines.services", *map(str, args)], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "perceptual_services", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

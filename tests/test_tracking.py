@@ -211,7 +211,7 @@ def test_cli_stylizes_with_a_registered_model(style_registry, sqlite_store, tmp_
 
 @pytest.fixture(scope="module")
 def mlflow_server(mlflow_server_uri, services_stack):
-    """The session's real `mlflow server` (pipelines/services.py) and the folder of its artifacts."""
+    """The session's real `mlflow server` (perceptual_services/) and the folder of its artifacts."""
     return mlflow_server_uri, services_stack.cfg.state_dir / "mlflow"
 
 

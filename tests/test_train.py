@@ -159,7 +159,7 @@ def test_mlflow_server_killed_mid_training_loses_nothing(datasets, tmp_path, wei
     The URI's password never appears in what the user sees."""
     from mlflow import MlflowClient
 
-    from pipelines import services
+    import perceptual_services as services
 
     stack = services.Stack(services.StackConfig(state_dir=tmp_path / "svc", ports={"mlflow": 0}, stop_grace=5))
     try:

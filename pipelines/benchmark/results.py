@@ -1,0 +1,101 @@
+"""What a benchmark stage writes. metrics/benchmark_*.json (DVC metrics) hold a handful of headline
+figures so `dvc metrics show|diff` and `dvc exp show` stay readable; plots/benchmark_*.csv (dvc plots)
+every figure; `benchmark.out_dir`/sr_results.json and style_results.json the full results the report
+renders (means, labels, judged versions, what was not measured and why) beside its image lists.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from .. import config
+
+# The full results under benchmark.out_dir (what the report reads); the metrics files hold the headline.
+SR_RESULTS, STYLE_RESULTS = "sr_results.json", "style_results.json"
+HEADLINE_SET, HEADLINE_SCALE = "Set5", "x4"  # benchmark_sr's headline row, where measured
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def progress(it, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(it, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def config_hash(obj) -> str:
+    """Two results are comparable only when what was measured is the same: hash of the settings."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def out_dirs(b: dict) -> tuple[Path, Path, Path]:
+    out, met, plots = (config.resolve(b[k]) for k in ("out_dir", "metrics_dir", "plots_dir"))
+    for d in (out, met, plots):
+        d.mkdir(parents=True, exist_ok=True)
+    return out, met, plots
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def write_stage(dirs: tuple[Path, Path, Path], kind: str, doc: dict, headline: dict, plots: dict[str, list],
+                images: tuple[str, list]) -> None:
+    """Stage benchmark_``kind``'s files: the full results, the headline DVC metrics, the plots CSVs
+    ({file name: rows}) and the report's image list (file name, records)."""
+    out, met, plot_dir = dirs
+    (out / (SR_RESULTS if kind == "sr" else STYLE_RESULTS)).write_text(json.dumps(doc, indent=1))
+    (met / f"benchmark_{kind}.json").write_text(json.dumps(headline, indent=1) + "\n")
+    for name, rows in plots.items():
+        _write_csv(plot_dir / name, rows)
+    (out / images[0]).write_text(json.dumps(images[1], indent=1))
+
+
+def _sig(x: float, digits: int = 6) -> float:
+    return float(f"{x:.{digits}g}")
+
+
+def sr_headline(doc: dict, primary: str) -> dict:
+    """benchmark_sr's DVC metrics: the Y-PSNR (dB) of every method on one row of the table, Set5 x4 on
+    the ``primary`` protocol (where not measured: the first set and scale that were), under the key
+    `<set>_x<scale>`, and the stage's wall time. Every other figure is in plots/benchmark_sr.csv and
+    out_dir/sr_results.json."""
+    out = {}
+    res = doc.get("results") or {}
+    scale = HEADLINE_SCALE if HEADLINE_SCALE in res else next(iter(res), None)
+    if scale and res[scale]:
+        sets = res[scale]
+        name = HEADLINE_SET if HEADLINE_SET in sets else next(iter(sets))
+        by = sets[name]
+        proto = primary if primary in by else next(iter(by))
+        out[f"{name}_{scale}"] = {m: _sig(v["psnr_y"]) for m, v in by[proto].items()}
+    out["wall_seconds"] = doc["seconds"]
+    return out
+
+
+def style_headline(doc: dict) -> dict:
+    """benchmark_style's DVC metrics: the total loss (training weights) of each judged style model's
+    outputs (`total_loss.<style>`, `@champion` for the champion judged beside it), the feed-forward
+    seconds and the speedup over the longest Gatys run at the largest size (`speed_<size>`), and the
+    stage's wall time. Every other figure is in plots/benchmark_style_*.csv and out_dir/style_results.json."""
+    out = {}
+    if doc.get("quality"):
+        out["total_loss"] = {label.removeprefix("style-"): _sig(q["ours"]["total_loss"])
+                             for label, q in doc["quality"].items()}
+    if doc.get("speed"):
+        size = max(doc["speed"], key=int)
+        e = doc["speed"][size]
+        n = max((int(k[7:]) for k in e if k.startswith("speedup") and k[7:].isdigit()), default=None)
+        out[f"speed_{size}"] = {"ours_s": _sig(e["ours_s"], 4),
+                                **({f"speedup{n}": _sig(e[f"speedup{n}"], 4)} if n is not None else {})}
+    out["wall_seconds"] = doc["seconds"]
+    return out

@@ -1,0 +1,75 @@
+"""The SR table's columns at one scale: bicubic, the official SRCNN, the SRCNN retrained here and ours
+l_pixel / l_feat from the registry (and their champions), each a function LR -> SR with its label. A
+method without weights at a scale is a "not measured" entry, never a missing column without a reason.
+"""
+from __future__ import annotations
+
+from .. import jobname
+from .inputs import _data_path, _not_measured
+from .registry import CHAMPION, champion_beside, registry_model
+from .results import log
+
+
+def _srcnn_then_bicubic(net, scale: int, native: int):
+    """SRCNN at its own scale, then MATLAB bicubic for the rest (x8 = x4 + bicubic x2, labelled so)."""
+    from perceptual_core.resize import imresize
+    from perceptual_core.srcnn import srcnn_upscale
+
+    def run(lr):
+        sr, y = srcnn_upscale(net, lr, native)
+        if scale == native:
+            return sr, y
+        return imresize(sr, scale // native), None
+
+    return run
+
+
+def methods(scale: int, sr: dict, alias: str, judged: dict, missing: list) -> dict:
+    """method id -> (label, fn). Adds each judged version to ``judged`` ({(label name, its scale): version})
+    and each method not measured to ``missing``."""
+    from perceptual_core import sr_eval as ev
+    from perceptual_core.srcnn import load_srcnn_mat
+
+    out = {"bicubic": ("bicubic", ev.bicubic_method(scale))}
+    off = {int(k): v for k, v in (sr.get("srcnn_official") or {}).items()}
+    native = scale if scale in off else max((s for s in off if scale % s == 0), default=None)
+    if native and not _data_path(off[native]).is_file():
+        nm = _not_measured(f"benchmark.sr.srcnn_official.{native}", off[native], _data_path(off[native]))
+        missing.append({"method": "srcnn-official", "scale": scale, "reason": nm["reason"],
+                        "fetch": nm["fetch"]})
+        log(f"benchmark_sr: x{scale} srcnn-official: {nm['reason']} ({nm['path']} is not there)")
+    elif native:
+        label = "SRCNN (official)" + ("" if native == scale else f" x{native} + bicubic x{scale // native}")
+        out["srcnn-official"] = (label, _srcnn_then_bicubic(load_srcnn_mat(_data_path(off[native])), scale, native))
+    else:
+        missing.append({"method": "srcnn-official", "scale": scale, "reason": "no official weights for this scale"})
+    for mid, names in (("srcnn", list(dict.fromkeys([f"srcnn-x{scale}", "srcnn-x4"]))), ("pixel", [f"sr-x{scale}-pixel"]),
+                       ("feat", [f"sr-x{scale}-feat"])):
+        for name in names:
+            model, mv = registry_model(name, alias)
+            if model is not None:
+                break
+        if model is None:
+            missing.append({"method": mid, "scale": scale, "reason": mv})
+            log(f"benchmark_sr: x{scale} {mid}: skipped ({mv})")
+            continue
+        versions = [(mid, name, model, mv)]
+        champion = champion_beside(name, alias, mv)  # judged on the same images, so promotion can compare them
+        if champion is not None:
+            versions.append((f"{mid}@{CHAMPION}", f"{name}@{CHAMPION}", *champion))
+        for m_id, label_name, net, v in versions:
+            tag = f"{CHAMPION} v{v.version}" if "@" in m_id else f"v{v.version}"
+            if mid == "srcnn":
+                native = jobname.parse(name).scale
+                label = f"SRCNN (ours, {tag})" + ("" if native == scale else f" + bicubic x{scale // native}")
+                out[m_id] = (label, _srcnn_then_bicubic(net, scale, native))
+            else:
+                out[m_id] = (f"ours l_{mid} ({tag})", ev.network_method(net, scale))
+            judged.setdefault((label_name, scale if mid != "srcnn" else native), v)
+    return out
+
+
+def method_id(label_name: str) -> str:
+    """The SR table's method id of a judged model: srcnn | pixel | feat, `@champion` for the champion."""
+    name, at, alias = label_name.partition("@")
+    return jobname.parse(name).method + (at + alias if at else "")

@@ -1,0 +1,164 @@
+"""DVC stage `benchmark_style`: content, style and TV loss of each style model's outputs and of Gatys'
+results after N iterations on the same held-out photos, all on the objective training optimises, so
+the network and the optimisation it replaces are compared on one number; then the speed table.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import config, jobname
+from .inputs import settings, style_content
+from .registry import judged_models, log_to_versions, versions
+from .results import STYLE_RESULTS, config_hash, log, out_dirs, progress, style_headline, write_stage
+from .speed import measure_speed
+
+
+def style_objective(job: str) -> tuple[dict, str]:
+    """(weights {content, style, tv}, style image path) of style JOB: exactly what training optimises."""
+    from ..train import job_spec
+
+    spec = job_spec(f"style-{job}")
+    return spec["weights"], spec["style_image"]
+
+
+def style_quality(model, style_img, weights: dict, photos: list, net, *, iters: list[int], gatys_opts: dict,
+                  save: Path | None = None, prefix: str = "", progress_desc: str = "",
+                  cache: dict | None = None) -> tuple[dict, list, list]:
+    """Score the photo itself, the network's output and Gatys after each of ``iters`` L-BFGS iterations,
+    all on one objective: content_w * l_feat + style_w * l_style + tv_w * l_TV with the training weights
+    (Gatys optimises exactly this objective, so its total falls with iterations).
+
+    Returns ({variant: mean scores}, rows per photo, image records); ``save``: write each image there.
+    ``cache``: a dict shared between calls on the same style and objective (champion and challenger),
+    so Gatys runs once per photo."""
+    from perceptual_core.gatys import gatys
+    from perceptual_core.io import save_image
+    from perceptual_core.losses import PerceptualLoss
+
+    crit = PerceptualLoss(net, gatys_opts["content_layers"], gatys_opts["style_layers"], content_weight=1.0,
+                          style_weight=1.0, tv_weight=1.0)
+    crit.set_style(style_img, gatys_opts["style_size"])
+    cw, sw, tw = (float(weights[k]) for k in ("content", "style", "tv"))
+
+    def score(img, c):
+        with torch.no_grad():
+            r = crit(img[None], content=c[None])
+        c_, s_, t_ = float(r["content"]), float(r["style"]), float(r["tv"])
+        return {"content_loss": c_, "style_loss": s_, "tv_loss": t_, "total_loss": cw * c_ + sw * s_ + tw * t_}
+
+    rows: dict[str, list] = {}
+    qrows, images = [], []
+    for pname, c in progress(photos, progress_desc or "style quality"):
+        with torch.inference_mode():
+            y = model(c[None])[0].clamp(0, 1)
+        variants = {"photo": (c, 0), "ours": (y, 0)}
+        if iters:
+            key = (pname, cw, sw, tw, tuple(iters))
+            if cache is None or key not in cache:
+                res = gatys(c, style_img, net, iters=iters[-1], snapshot_at=iters, content_weight=cw,
+                            style_weight=sw, tv_weight=tw, **{k: gatys_opts[k] for k in (
+                                "optimizer", "init", "style_size", "content_layers", "style_layers")})
+                found = (res, sum(h["evals"] for h in res.history) / len(res.history))
+                if cache is not None:
+                    cache[key] = found
+            res, evals_per_it = found if cache is None else cache[key]
+            variants.update({f"gatys{i}": (res.snapshots[i], i) for i in iters})
+        for v, (img, n) in variants.items():
+            sc = score(img, c)
+            if v.startswith("gatys"):
+                sc["evals_per_iteration"] = evals_per_it
+            rows.setdefault(v, []).append(sc)
+            qrows.append({"model": prefix, "photo": pname, "method": v, "iterations": n, **sc})
+            if save is not None and v != "photo":
+                f = save / f"{prefix}_{pname}_{v}.png"
+                save_image(f, img)
+                images.append({"photo": pname, "method": v, "file": f.name,
+                               **{k: round(x, 6) for k, x in sc.items()}})
+    quality = {v: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for v, rs in rows.items()}
+    quality["ours"]["style_ratio"] = quality["ours"]["style_loss"] / quality["photo"]["style_loss"]  # bar: <= 1/3
+    return quality, qrows, images
+
+
+def _score_models(found: list, objectives: dict, photos: list, net, iters: list[int], gkw: dict, out: Path,
+                  size: int) -> tuple[dict, list, list, dict]:
+    """({label: quality}, the plots rows, the report's image records under ``out``/style, {label: bench.*
+    metrics}) of each judged model; Gatys runs once per style and photo."""
+    from perceptual_core.inference import resize_longer
+    from perceptual_core.io import load_image, save_image
+
+    (out / "style").mkdir(exist_ok=True)
+    quality, qrows, images, per_model, gatys_cache = {}, [], [], {}, {}
+    for label, mv, model in found:
+        job = jobname.parse(mv.name).style
+        weights, style_path = objectives[job]
+        style_img = load_image(style_path).to_tensor()
+        save_image(out / "style" / f"{job}_style.png", resize_longer(style_img, size))
+        tag = label.replace("@", "_").removeprefix("style-")
+        q, rows, imgs = style_quality(model, style_img, weights, photos, net, iters=iters, gatys_opts=gkw,
+                                      save=out / "style", prefix=tag, progress_desc=f"{label} vs Gatys",
+                                      cache=gatys_cache.setdefault(job, {}))
+        quality[label] = q
+        for r in rows:
+            r["model"] = label
+        qrows += rows
+        images += [{"model": label, **i, "file": f"style/{i['file']}", "style": f"style/{job}_style.png"}
+                   for i in imgs]
+        per_model[label] = {f"bench.{k}": x for k, x in q["ours"].items()}
+        per_model[label].update({f"bench.{v}.{k}": x for v, vq in q.items() if v != "ours" for k, x in vq.items()})
+        log(f"{label}: ours total {q['ours']['total_loss']:.4g} (style {q['ours']['style_ratio']:.2f} of the "
+            f"photo's); " + ", ".join(f"Gatys {i}: {q[f'gatys{i}']['total_loss']:.4g}" for i in iters))
+    return quality, qrows, images, per_model
+
+
+def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
+    """Stage benchmark_style: the quality and speed tables' files, and their figures logged to the
+    judged versions' runs."""
+    from perceptual_core.inference import resize_longer
+    from perceptual_core.io import load_image
+
+    from .. import embedded
+
+    b = settings(alias, dirs)
+    st, sp = b["style"], b["speed"]
+    content, not_measured = style_content(st)  # before any slow work
+    data = embedded.describe()
+    log(f"benchmark_style: data: {data}; content photos: {', '.join(p.name for p in content)}")
+    for m in not_measured:
+        log(f"benchmark_style: content photo {m['photo']}: {m['reason']} ({m['path']} is not there)")
+    out, met, plots = out_dirs(b)
+    net = config.loss_network()
+    ls, tr = config.section("losses"), config.section("train")["style"]
+    gkw = config.gatys_kwargs()
+    iters = sorted(int(i) for i in st["gatys_iters"])
+    objectives = {job: style_objective(job) for job in tr["jobs"]}
+    cfg = config_hash({"style": st, "losses": ls, "gatys": {k: gkw[k] for k in ("optimizer", "init")},
+                       "vgg": net.info.sha256, "weights": {j: w for j, (w, _) in objectives.items()},
+                       "objective": "clamped-v2", "content": [p.name for p in content],  # the photos scored
+                       "paintings": {j: Path(p).name for j, (_, p) in objectives.items()}})
+    # bench.total_loss depends on all of these
+    photos = [(c.stem, resize_longer(load_image(c).to_tensor(), int(st["size"]))) for c in content]
+    t0 = time.perf_counter()
+    found, missing = judged_models([f"style-{job}" for job in tr["jobs"]], b["alias"])
+    for m in missing:
+        log(f"benchmark_style: {m['model']}: skipped ({m['reason']})")
+    quality, qrows, images, per_model = _score_models(found, objectives, photos, net, iters, gkw, out, int(st["size"]))
+    speed, srows, bench = measure_speed(found[0][2] if found else None, objectives, content[0], net, gkw, sp, tr)
+    for metrics in per_model.values():
+        metrics.update(bench)
+    judged = {label: mv for label, mv, _ in found}
+    doc = {"alias": b["alias"], "config": cfg, "seconds": round(time.perf_counter() - t0, 1), "missing": missing,
+           "versions": versions(judged), "quality": quality, "size": int(st["size"]), "gatys_iters": iters, **speed,
+           "device": "cpu", "threads": torch.get_num_threads(), "data": data,
+           "content": [str(p) for p in content], "not_measured": not_measured,
+           "style_images": {f"style-{j}": p for j, (_, p) in objectives.items()}}
+    write_stage((out, met, plots), "style", doc, style_headline(doc),
+                {"benchmark_style_quality.csv": qrows, "benchmark_style_speed.csv": srows},
+                ("style_images.json", images))
+    log_to_versions(judged, per_model, cfg)
+    log(f"benchmark_style: done in {doc['seconds']} s -> {out / STYLE_RESULTS}, {plots}/benchmark_style_*.csv "
+        f"(headline: {met / 'benchmark_style.json'})")
+    return doc

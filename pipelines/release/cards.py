@@ -1,0 +1,150 @@
+"""The model card: what the network is, how it was trained and how good it is (measured, against the
+release bar), written from its manifest entry."""
+from __future__ import annotations
+
+import json
+
+from .. import jobname
+from .params import settings
+
+
+def card(name: str, e: dict, peers: dict | None = None) -> str:
+    """The model card: what it is, how it was trained, how good it is (measured), its hash."""
+    tr, lines = e["training"], [f"# {name}", ""]
+    if e["task"] == "stylize":
+        lines += [f"Fast style transfer network (Johnson et al. 2016; instance norm, reflection padding, "
+                  f"nearest-neighbour upsampling, width {e['config'].get('width', 1.0)}) for the style image "
+                  f"`{e['style_image']}`: {e.get('provenance') or 'see the data folder SOURCES.md, styles/'}.", ""]
+    else:
+        c, j = e["config"], jobname.parse(name)
+        if j.kind == "srcnn":
+            lr = ("MATLAB bicubic downscaling of the HR crop (the standard protocol, SRCNN's own data)"
+                  if tr["params"].get("degradation") == "bicubic" else
+                  "Gaussian blur then MATLAB bicubic (the paper's protocol)")
+            what = (f"SRCNN {c.get('f1', 9)}-{c.get('f2', 1)}-{c.get('f3', 5)} (Dong et al. 2014) retrained here at "
+                    f"x{j.scale} with the per-pixel loss on the Y channel of the bicubic-upscaled LR, made by {lr}")
+        else:
+            norm = "no normalisation" if c.get("norm") == "none" else f"{c.get('norm', 'batch')} norm"
+            what = (f"Super-resolution network x{j.scale} (Johnson et al. 2016: residual blocks at the low resolution, "
+                    f"then learned upsampling; width {c.get('width', 1.0)}, {norm}) trained "
+                    f"with " + ("the feature reconstruction loss l_feat (VGG-16 relu2_2) and TV" if j.loss == "feat"
+                                else "the per-pixel loss l_pixel (MSE)")
+                    + " on LR made by Gaussian blur then MATLAB bicubic (the paper's protocol)")
+            changes = (["a global bicubic skip (the network predicts a correction to the bicubic upscale)"]
+                       if c.get("skip") == "bicubic" else []) + (["no batch norm"] if c.get("norm") == "none" else [])
+            if changes:
+                what += (f"; not the paper's network: {' and '.join(changes)}, which let 2 CPU cores beat bicubic "
+                         f"within the training budget (measured: params.yaml release.sr)")
+        lines += [what + ".", ""]
+    lines += ["## Use", "", "```bash",
+              f"perceptual {e['task']} photo.jpg --model {name} -o out.png" +
+              (f"     # or --style {jobname.parse(name).style}" if e["task"] == "stylize" else ""), "```", "",
+              "## File", "",
+              f"- `{e['file']}`: safetensors (tensors only, no pickle), {e['storage']} storage, {e['bytes']:,} bytes",
+              f"- SHA-256 `{e['sha256']}` (checked on every load against `MANIFEST.json`)",
+              f"- fp16 storage vs the fp32 checkpoint: {e['fp16_psnr_db']} dB PSNR of the output on the quality photos "
+              f"(bound 40 dB)", "",
+              "## Training (measured)", "",
+              (f"- command: `{tr['command']}` (plain PyTorch on one {tr['device']}, torch {tr['torch']}, no Ray; "
+               f"this GPU-trained model replaces the CPU-trained one)" if tr.get("device") else
+               f"- command: `{tr['command']}` (Ray Train, {tr['params'].get('workers')} CPU workers, tracked in "
+               f"MLflow run `{tr['mlflow_run_id']}`)"),
+              f"- data: {', '.join(tr['data'])} (never a benchmark image)",
+              f"- iterations: {e['iterations']:,}; training wall time {(tr['wall_seconds'] or 0) / 3600:.2f} h over all "
+              f"legs ({e['iterations'] / max(tr['wall_seconds'] or 1, 1):.3f} it/s on "
+              f"{tr.get('device') or '2 CPU cores'}, reports and checkpoints included)",
+              f"- settings: `{json.dumps(tr['params'], sort_keys=True)}`",
+              "- loss (first interval -> last): " + ", ".join(
+                  f"{k[5:]} {tr['loss_start'].get(k, float('nan')):.4g} -> {v:.4g}" for k, v in tr["loss_end"].items()),
+              ""]
+    if e.get("quality") and e["task"] != "stylize":
+        lines += _sr_quality_lines(name, e, peers)
+    elif e.get("quality"):
+        q, m = e["quality"], e["quality"]["mean"]
+        w = e["objective_weights"]
+        lines += ["## Quality (measured on photos never trained on)", "",
+                  f"Photos {', '.join(q['photos'])} at {q['size']} px on the longer side; losses on the training "
+                  f"objective (content {w['content']:g}, style {w['style']:g}, TV {w['tv']:g}); Gatys = L-BFGS from "
+                  f"the photo on the same objective, an iteration being one L-BFGS step.", "",
+                  "| method | content loss | style loss | total | style vs photo |", "|---|---|---|---|---|"]
+        for v, r in m.items():
+            label = {"photo": "the photo itself", "ours": "this network"}.get(v, f"Gatys {v[5:]} iterations")
+            lines.append(f"| {label} | {r['content_loss']:.4g} | {r['style_loss']:.4g} | {r['total_loss']:.4g} | "
+                         f"{r['style_loss'] / m['photo']['style_loss']:.3f} |")
+        g = [v for v in m if v.startswith("gatys")]
+        ratio = m["ours"]["style_loss"] / m["photo"]["style_loss"]
+        lines += ["", "The release bar:"]
+        if g:
+            ref = "gatys100" if "gatys100" in m else g[-1]
+            ok = m["ours"]["total_loss"] <= m[ref]["total_loss"]
+            lines.append(f"- total loss at most Gatys after {ref[5:]} iterations: {'met' if ok else 'NOT met'} "
+                         f"({m['ours']['total_loss']:.4g} vs {m[ref]['total_loss']:.4g})")
+        lines += [f"- style loss at most 1/3 of the photo's: {'met' if ratio <= 1 / 3 else 'NOT met'} ({ratio:.3f})",
+                  "", f"![sample]({e['sample']})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _sr_quality_lines(name: str, e: dict, peers: dict | None = None) -> list[str]:
+    """The card's SR table (measured; published figures labelled) and the release bar it is held to."""
+    from ..benchmark import PUBLISHED
+
+    q = e["quality"]
+    rows, scale, loss = q["rows"], q["scale"], jobname.parse(name).loss
+    vgg = sorted(k for k in rows[0] if k.startswith("vgg_"))
+    d = q["degradation"]
+    trained = {k: "" for k in ("bicubic", "blur")}
+    trained[e["training"]["params"].get("degradation", "blur")] = " (how it was trained)"
+    lines = ["## Quality (measured on benchmark images never trained on)", "",
+             f"Y channel (MATLAB BT.601), {scale} px shaved at the border; LR protocols: `standard` = the set's "
+             f"bicubic LR files{trained['bicubic']}, `blur` = Gaussian blur sigma {d['blur_sigma']} then MATLAB "
+             f"bicubic{trained['blur']}. VGG = feature reconstruction distance to HR (lower is better).", "",
+             "| set | LR | method | Y-PSNR (dB) | SSIM | " + " | ".join(f"VGG {k[4:]}" for k in vgg) + " |",
+             "|---|---|---|---|---|" + "---|" * len(vgg)]
+    for r in rows:
+        label = {"bicubic": "bicubic", "official": "SRCNN, official weights"}.get(r["method"], "this network")
+        pub = PUBLISHED.get((r["method"], r["set"], scale)) if r["protocol"] == "standard" else None
+        lines.append(f"| {r['set']} | {r['protocol']} | {label} | {r['psnr_y']:.2f}"
+                     + (f" (published {pub[0]:.2f})" if pub else "") + f" | {r['ssim_y']:.4f} | "
+                     + " | ".join(f"{r[k]:.4g}" for k in vgg) + " |")
+    by = {(r["set"], r["protocol"], r["method"]): r for r in rows}
+    keys = sorted({(r["set"], r["protocol"]) for r in rows})
+    lines += ["", "The release bar:"]
+    bars = settings()["sr_quality"]["bars"]
+    if jobname.parse(name).kind == "srcnn":
+        gap = float(bars["srcnn_within_db"])
+        diffs = {k: by[(*k, "ours")]["psnr_y"] - by[(*k, "official")]["psnr_y"] for k in keys
+                 if k[1] == "standard" and (*k, "official") in by}
+        ok = bool(diffs) and all(d >= -gap for d in diffs.values())
+        lines.append(f"- within {gap:.1f} dB Y-PSNR of the official SRCNN weights on the standard protocol on every "
+                     f"set: {'met' if ok else 'NOT met'} (" + ", ".join(
+                         f"{s} {by[(s, p, 'ours')]['psnr_y']:.2f} vs {by[(s, p, 'official')]['psnr_y']:.2f} dB, "
+                         f"{d:+.2f}" for (s, p), d in diffs.items()) + ")")
+    elif loss == "pixel":
+        least = float(bars["pixel_gain_db"][f"x{scale}"])
+        gains = {k: by[(*k, "ours")]["psnr_y"] - by[(*k, "bicubic")]["psnr_y"] for k in keys if k[1] == q["primary"]}
+        ok = all(g >= least and g > 0 for g in gains.values())
+        what = f"at least {least:.1f} dB Y-PSNR above" if least else "a higher Y-PSNR than"
+        lines.append(f"- {what} bicubic on the {q['primary']} protocol on every set: "
+                     f"{'met' if ok else 'NOT met'} (" + ", ".join(f"{s} {g:+.2f} dB" for (s, _), g in gains.items())
+                     + ")")
+    else:
+        k0 = "vgg_" + e["training"]["params"].get("feat_layer", "relu2_2")
+        if k0 in rows[0]:
+            ok = all(by[(*k, "ours")][k0] < by[(*k, "bicubic")][k0] for k in keys)
+            lines.append(f"- lower VGG {k0[4:]} distance to HR than bicubic on every set and protocol: "
+                         f"{'met' if ok else 'NOT met'} (" + ", ".join(
+                             f"{s} {p} {by[(s, p, 'ours')][k0]:.4g} vs {by[(s, p, 'bicubic')][k0]:.4g}"
+                             for s, p in keys) + ")")
+            px = (peers or {}).get(f"sr-x{scale}-pixel")  # the shipped l_pixel model at this scale
+            if px and px.get("quality"):
+                pby = {(r["set"], r["protocol"]): r for r in px["quality"]["rows"] if r["method"] == "ours"}
+                both = [k for k in keys if k in pby]
+                ok = all(by[(*k, "ours")][k0] < pby[k][k0] for k in both)
+                lines.append(f"- lower than the shipped sr-x{scale}-pixel on every set and protocol: "
+                             f"{'met' if ok else 'NOT met'} (" + ", ".join(
+                                 f"{s} {p} {by[(s, p, 'ours')][k0]:.4g} vs {pby[(s, p)][k0]:.4g}"
+                                 for s, p in both) + "); its Y-PSNR is lower, as the paper's l_feat column")
+    if e.get("sample"):
+        lines += ["", f"Centre crop, {q['primary']} protocol: bicubic | this network | HR", "",
+                  f"![sample]({e['sample']})"]
+    return lines + [""]

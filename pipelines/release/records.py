@@ -1,0 +1,94 @@
+"""The training record a shipped model carries (command, data, iterations, wall time, losses, settings),
+from the release training run's files or from a `scripts/gpu_train.sh run` output folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import config, jobname
+from .params import release_params, settings, workdir
+
+
+def _cpu_trained(job: str) -> tuple:
+    """(fp32 model, training record) of the release training run (`train`)."""
+    from perceptual_core.checkpoint import load_model, read_checkpoint
+
+    jdir = workdir() / "train" / job
+    ckpt = jdir / "model.pt"
+    model = load_model(ckpt)
+    meta = read_checkpoint(ckpt)["meta"]
+    summary = json.loads((jdir / "metrics.json").read_text())
+    p = config.read_params(workdir() / "params.yaml")  # what the model was trained with
+    return model, {"command": f"python -m pipelines.release train {job}", "data": settings()["data"],
+                   "iterations": summary["iterations"], "wall_seconds": training_seconds(jdir),
+                   "iterations_per_s": summary.get("iterations_per_s"), "loss_start": summary.get("loss_start"),
+                   "loss_end": summary.get("loss_end"), "mlflow_run_id": meta.get("run_id"),
+                   "params": _job_params(p, job)}
+
+
+def _gpu_trained(job: str, folder: Path) -> tuple:
+    """(fp32 model, training record) from a `scripts/gpu_train.sh run` output folder."""
+    from perceptual_core import zoo
+
+    from ..train import read_events
+
+    f, rec = folder / f"{job}.safetensors", folder / "gpu_train.json"
+    for x in (f, rec):
+        if not x.is_file():
+            raise FileNotFoundError(f"--from-gpu {folder}: no {x.name} (the output folder of scripts/gpu_train.sh run)")
+    g = json.loads(rec.read_text())
+    if g.get("job") != job:
+        raise ValueError(f"{rec}: trained {g.get('job')!r}, not {job!r}")
+    if g["model"]["sha256"] != zoo.sha256_file(f):
+        raise ValueError(f"{f}: SHA-256 differs from {rec}'s record")
+    model = zoo.model_from_bytes(f.read_bytes(), str(f))
+    reports = [e for e in read_events(folder) if e.get("event") == "report"] if (folder / "events.jsonl").is_file() \
+        else []
+    params = _job_params(release_params(), job)
+    params.update({k: g["spec"][k] for k in ("crop", "batch_size", "precision", "channels_last", "lr")}, workers=1)
+    j = jobname.parse(job)
+    name = j.style if j.kind == "style" else job  # the script takes a style's name or an SR job's
+    return model, {"command": f"scripts/gpu_train.sh pack {name}; scripts/gpu_train.sh run {name}",
+                   "device": g["device"], "torch": g["torch"], "data": settings()["data"],
+                   "iterations": g["iterations"], "wall_seconds": g["train_seconds"],
+                   "iterations_per_s": g["iterations_per_s"],
+                   "loss_start": {k: v for k, v in (reports[0] if reports else {}).items() if k.startswith("loss_")},
+                   "loss_end": g["last"], "mlflow_run_id": None, "params": params}
+
+
+def training_seconds(jdir: Path) -> float:
+    """Wall time spent training over every leg of the job (each rank-0 start to its last report)."""
+    from ..train import read_events
+
+    legs, total = [], 0.0
+    for e in read_events(jdir):
+        if e["event"] == "start" and e.get("rank") == 0:
+            legs.append([e["time"], e["time"]])
+        elif e["event"] == "report" and legs:
+            legs[-1][1] = e["time"]
+    for start, end in legs:
+        total += end - start
+    return round(total, 1)
+
+
+def _job_params(p: dict, job: str) -> dict:
+    t = p["train"]
+    j = jobname.parse(job)
+    kind, name = j.kind, j.style
+    s = t[kind]
+    keep = {k: v for k, v in s.items() if not isinstance(v, (dict, list)) and k != "data"}  # data: a local path
+    if kind == "style":
+        keep["style_weight"] = (s.get("style_weights") or {}).get(name, s["style_weight"])
+        keep["tv_weight"] = (s.get("tv_weights") or {}).get(name, s["tv_weight"])
+        keep["network"] = {**s["network"], **((s.get("networks") or {}).get(name) or {})}
+        keep["style_image"] = s["styles"][name]
+    else:
+        keep["network"] = dict(s["network"])
+        if (s.get("init") or {}).get(j.key):
+            keep["init"] = s["init"][j.key]
+        if j.loss == "pixel":  # the l_feat settings play no part
+            keep.pop("feat_layer", None), keep.pop("tv_weight", None)
+    from ..train import job_lr
+
+    keep.update(lr=job_lr(s, t, j.key), workers=t["ray"]["num_workers"], seed=t["seed"])
+    return keep
