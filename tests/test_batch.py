@@ -26,6 +26,8 @@ from perceptual_core.io import load_image
 from perceptual_core.networks import SRNet, TransformNet
 from pipelines import batch, cli, output_lock
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves this module out (its `smoke` tests excepted)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -339,6 +341,7 @@ def bucket(folder, s3_endpoint):
 
 
 @pytest.mark.parametrize("pipeline", ["staged", "fused"])
+@pytest.mark.smoke
 def test_s3_bucket_in_and_out(ray_address, bucket, style_ckpt, monkeypatch, pipeline):
     url, s3, good, bad = bucket
     for k, v in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_REGION", "us-east-1")):

@@ -14,6 +14,8 @@ import yaml
 
 from test_cli import ROOT, cli
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves this module out (its `smoke` tests excepted)
+
 MAX_HEADLINE = 16  # numbers per DVC metrics file: `dvc metrics show|diff` and `dvc exp show` stay readable
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from perceptual_core.checkpoint import save_checkpoint
 from perceptual_core.io import load_image, save_image
@@ -25,6 +26,7 @@ def cli(*args, env_extra=None, check=True):
     return r
 
 
+@pytest.mark.slow
 def test_weights_command(weights_cache):
     r = cli("weights", "--offline")
     assert "sha256:  21413c2e2f6bc968" in r.stdout and "(verified)" in r.stdout
@@ -33,6 +35,7 @@ def test_weights_command(weights_cache):
     assert bad.returncode == 2 and "/nonexistent/vgg.pth" in bad.stderr and "PERCEPTUAL_VGG16_WEIGHTS" in bad.stderr
 
 
+@pytest.mark.slow
 def test_sr_eval_bicubic_json(tmp_path, data_dir):
     out = tmp_path / "set5.json"
     r = cli("sr-eval", "--method", "bicubic", "--hr", data_dir / "Set5/HR", "--lr", data_dir / "Set5/LR_bicubic_x4",
@@ -43,6 +46,7 @@ def test_sr_eval_bicubic_json(tmp_path, data_dir):
     assert len(res["images"]) == 5 and round(res["mean"]["psnr_y"], 2) == 28.42
 
 
+@pytest.mark.slow
 def test_sr_eval_errors_name_the_parameter(data_dir, tmp_path):
     r = cli("sr-eval", "--method", "srcnn-official", "--hr", data_dir / "Set5/HR", "--scale", 4, check=False)
     assert r.returncode == 2 and "--weights" in r.stderr
@@ -53,6 +57,7 @@ def test_sr_eval_errors_name_the_parameter(data_dir, tmp_path):
     assert r.returncode == 2 and "no LR image" in r.stderr
 
 
+@pytest.mark.slow
 def test_sr_eval_network_checkpoint(tmp_path, data_dir):
     ckpt = save_checkpoint(tmp_path / "sr.pt", SRNet(scale=4).eval())
     out = tmp_path / "net.json"
@@ -63,6 +68,7 @@ def test_sr_eval_network_checkpoint(tmp_path, data_dir):
     assert r.returncode == 2 and "x4" in r.stderr
 
 
+@pytest.mark.slow
 def test_stylize_keeps_size_alpha_and_reports_bad_files(tmp_path, data_dir):
     ckpt = save_checkpoint(tmp_path / "style.pt", TransformNet(norm="instance").eval())
     rgba = load_image(data_dir / "Set5/HR/bird.png").pixels[:101, :77]
@@ -83,6 +89,7 @@ def test_stylize_keeps_size_alpha_and_reports_bad_files(tmp_path, data_dir):
     assert r.returncode != 0 and "cannot stylize" in r.stderr
 
 
+@pytest.mark.slow
 def test_upscale_grayscale_stays_grayscale(tmp_path, data_dir):
     ckpt = save_checkpoint(tmp_path / "sr.pt", SRNet(scale=4).eval())
     src = data_dir / "Set14/LR_bicubic_x4/bridge.png"  # one channel
@@ -92,6 +99,7 @@ def test_upscale_grayscale_stays_grayscale(tmp_path, data_dir):
     assert out.is_gray and out.pixels.shape[:2] == (lr.pixels.shape[0] * 4, lr.pixels.shape[1] * 4)
 
 
+@pytest.mark.slow
 def test_gatys_command(tmp_path, data_dir, weights_cache):
     out = tmp_path / "g.png"
     hist = tmp_path / "h.json"
@@ -103,6 +111,7 @@ def test_gatys_command(tmp_path, data_dir, weights_cache):
     assert len(h) == 4 and h[-1]["total"] < h[0]["total"]
 
 
+@pytest.mark.slow
 def test_a_tile_too_small_is_a_usage_error_everywhere(tmp_path, data_dir):
     """`--tile` means the same in the CLI and batch jobs: 0 (never) or >= 16 (tiling's smallest core);
     `--tile 8` used to pass the batch check and then fail every image as "inference failed"."""
@@ -121,6 +130,7 @@ def test_a_tile_too_small_is_a_usage_error_everywhere(tmp_path, data_dir):
                ).returncode == 0
 
 
+@pytest.mark.slow
 def test_sr_eval_takes_a_shipped_name_and_refuses_a_style_network(tmp_path, data_dir, tiny_zoo):
     out = tmp_path / "shipped.json"
     cli("sr-eval", "--method", "sr-x4-tiny", "--hr", data_dir / "Set5/HR", "--scale", 4, "--json", out)

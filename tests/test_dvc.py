@@ -22,6 +22,8 @@ import yaml
 from test_benchmark import headline
 from test_prepare import plant_bad_files
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves this module out (its `smoke` tests excepted)
+
 ROOT = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).with_name("dvc")
 

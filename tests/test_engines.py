@@ -203,6 +203,7 @@ def test_verification_photos_are_real_and_sized():
     assert all(x.shape[:2] == (1, 3) and 0.1 < x.std() and 0 <= x.min() and x.max() <= 1 for x in imgs)
 
 
+@pytest.mark.slow
 def test_cli_engine_option(tmp_path, data_dir, style_net):
     ckpt = save_checkpoint(tmp_path / "style.pt", style_net)
     src = data_dir / "styles/content_images/chicago.jpg"

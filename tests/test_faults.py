@@ -8,6 +8,8 @@ import pytest
 
 from benchmarks import faults
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves this module out (its `smoke` tests excepted)
+
 
 @pytest.fixture
 def photos(data_dir, tmp_path):

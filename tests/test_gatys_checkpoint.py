@@ -33,6 +33,7 @@ def test_gatys_reduces_the_loss(vgg, pair, optimizer, init):
         assert not torch.equal(res.image, c)
 
 
+@pytest.mark.slow
 def test_gatys_lbfgs_never_raises_the_loss_of_the_image_it_returns(vgg, pair):
     """The yardstick: the scored image is the optimised one, so its total on the same objective falls
     with iterations (the old unclamped optimisation scored a clipped image whose loss rose 100 -> 500)."""

@@ -18,6 +18,8 @@ from perceptual_core import vgg as vggmod
 from perceptual_core.io import load_image
 from pipelines import gpu_bundle, modelref
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves this module out (its `smoke` tests excepted)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

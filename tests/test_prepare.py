@@ -18,6 +18,8 @@ from scipy.ndimage import gaussian_filter
 
 from pipelines import prepare as prep
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves this module out (its `smoke` tests excepted)
+
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 

@@ -16,6 +16,8 @@ from perceptual_core.checkpoint import save_checkpoint
 from perceptual_core.srcnn import SRCNN
 from pipelines import cli, promote, tracking
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves this module out (its `smoke` tests excepted)
+
 ROOT = Path(__file__).resolve().parents[1]
 PSNR, TOTAL = "bench.psnr_y_mean", "bench.total_loss"
 # Explicit margins, so each case below sits on a known side of them.

@@ -10,6 +10,8 @@ import yaml
 
 from pipelines import promote, release, tracking
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves this module out (its `smoke` tests excepted)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -81,7 +81,7 @@ def test_psnr_ssim_basics():
 BICUBIC_X4 = {"Set5": (28.42, 0.8101), "Set14": (25.99, 0.7023), "BSD100": (25.96, 0.6672)}
 
 
-@pytest.mark.parametrize("name", list(BICUBIC_X4))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "BSD100" else n for n in BICUBIC_X4])
 def test_anchor_bicubic_x4(data_dir, name):
     pairs = load_pairs(data_dir / name / "HR", 4, data_dir / name / "LR_bicubic_x4")
     res = evaluate(bicubic_method(4), pairs, 4)

@@ -23,6 +23,8 @@ import pytest
 
 import perceptual_services as services
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves this module out (its `smoke` tests excepted)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -39,7 +39,8 @@ def _same(a: np.ndarray, b: np.ndarray) -> None:
     assert (d > 0).mean() < 1e-3, (d > 0).mean()
 
 
-@pytest.mark.parametrize("name,tile", [("sr-x4-pixel", 200), ("sr-x8-feat", 400), ("srcnn-x4", 200)])
+@pytest.mark.parametrize("name,tile", [("sr-x4-pixel", 200), pytest.param("sr-x8-feat", 400, marks=pytest.mark.slow),
+                                       ("srcnn-x4", 200)])
 def test_blocks_equal_the_whole_image(name, tile, data_dir):
     model = _shipped(name)
     img = _photo(data_dir, 61, 97)  # several blocks each way at these tiles (cores of 18 LR px)
@@ -50,6 +51,7 @@ def test_blocks_equal_the_whole_image(name, tile, data_dir):
     _same(blocks, whole)
 
 
+@pytest.mark.slow
 def test_blocks_carry_alpha_gray_and_16_bit(data_dir):
     model = _shipped("sr-x4-pixel")
     img = _photo(data_dir, 50, 70)
@@ -79,6 +81,7 @@ def test_upscale_blockwise_geometry_and_errors():
         upscale_blockwise(lambda *box: np.zeros((3, 3)), lr.shape, 4, tile=160)
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_tile_too_small_for_the_scale(data_dir, tmp_path):
     if "sr-x8-pixel" not in SHIPPED:
         pytest.skip("sr-x8-pixel is not shipped")
@@ -91,6 +94,7 @@ def test_cli_refuses_a_tile_too_small_for_the_scale(data_dir, tmp_path):
     assert not (tmp_path / "o.png").exists()
 
 
+@pytest.mark.slow
 def test_shipped_model_upscales_16_bit_gray_jpeg_and_rgba(data_dir, tmp_path):
     """`perceptual upscale --model sr-x4-pixel` on the three awkward kinds of photo, in blocks (--tile 160):
     each output keeps its kind and, downscaled again, matches its input (it is an upscale of it)."""

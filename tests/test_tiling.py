@@ -211,6 +211,7 @@ def test_argument_errors(photo):
         tiled_forward(bn, photo[..., :60, :60], tile=32)
 
 
+@pytest.mark.slow
 def test_stylize_image_tiles_large_images(data_dir):
     """The inference path used by `perceptual stylize` and the batch job tiles images over `tile`."""
     from perceptual_core.inference import stylize_image

@@ -20,6 +20,8 @@ from perceptual_core.networks import SRNet, TransformNet
 from perceptual_core.srcnn import SRCNN
 from pipelines import tracking
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves this module out (its `smoke` tests excepted)
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STYLE = dict(norm="instance", padding="reflect", upsample="nearest", width=0.25)
@@ -83,6 +85,7 @@ def style_registry(sqlite_store):
     return {"models": models, "runs": runs}
 
 
+@pytest.mark.smoke
 def test_run_records_params_provenance_metrics_and_image(style_registry):
     from mlflow import MlflowClient
 

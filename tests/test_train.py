@@ -19,6 +19,8 @@ import yaml
 from pipelines import prepare as prep
 from pipelines import tracking, train
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves this module out (its `smoke` tests excepted)
+
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 

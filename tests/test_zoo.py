@@ -26,7 +26,8 @@ def test_manifest_lists_shipped_files_with_cards():
     assert total <= 40e6, f"shipped weights take {total / 1e6:.1f} MB (budget 40 MB)"
 
 
-@pytest.mark.parametrize("entry", SHIPPED, ids=[e.name for e in SHIPPED])
+@pytest.mark.parametrize("entry", [pytest.param(e, marks=pytest.mark.slow) if "x8" in e.name else e for e in SHIPPED],
+                         ids=[e.name for e in SHIPPED])
 def test_shipped_model_loads_by_name_and_matches_its_reference(entry, data_dir):
     """A broken loader, a wrong file or a mangled cast cannot pass: the output on a real photo is
     compared with the statistics recorded when the model was released."""
@@ -71,6 +72,7 @@ def _cli(*args, env_dir: Path, cwd: Path):
                           env=env, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 def test_fp16_storage_round_trips_and_loads_by_style_name(tiny_zoo, data_dir, tmp_path):
     m = zoo.load("style-tiny", task="stylize")
     assert all(p.dtype == torch.float32 for p in m.parameters())
@@ -85,6 +87,7 @@ def test_fp16_storage_round_trips_and_loads_by_style_name(tiny_zoo, data_dir, tm
 
 @pytest.mark.parametrize("case", ["unknown_style", "missing_file", "corrupted", "wrong_task", "wrong_scale",
                                   "not_safetensors"])
+@pytest.mark.slow
 def test_bad_model_inputs_fail_in_one_line(case, tiny_zoo, data_dir, tmp_path):
     photo = str(data_dir / "styles/content_images/amber.jpg")
     out = str(tmp_path / "o.png")
@@ -135,6 +138,7 @@ def test_modelref_names_files_uris_and_shipped(tiny_zoo, tmp_path):
         modelref.checkpoint_bytes("style-tiny")
 
 
+@pytest.mark.slow
 def test_shipped_srcnn_upscales_at_the_scale_its_name_states(data_dir, tmp_path):
     """An SRCNN network stores no scale: `--model srcnn-x4` takes it from the name (x4), any other name
     gives none."""
