@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipelines import config, prepare  # noqa: E402
+from pipelines.settings import DegradationSettings, PrepareSettings, replace  # noqa: E402
 from pipelines.ray_env import ray_session  # noqa: E402
 
 
@@ -33,12 +34,13 @@ def main() -> None:
     a = ap.parse_args()
     inp = Path(a.input)
     rows = []
+    secs = {kind: config.load(PrepareSettings, f"prepare_{kind}") for kind in a.kinds}
+    deg = config.load(DegradationSettings)
     with ray_session(num_cpus=max(a.workers)) as ray, tempfile.TemporaryDirectory() as tmp:
         for kind in a.kinds:
-            sec = config.section(f"prepare_{kind}")
             for w in a.workers:
-                s = prepare.prepare(kind, {**sec, "workers": w}, config.section("degradation"),
-                                    input_dir=inp, out_dir=Path(tmp) / f"{kind}{w}")
+                sec = replace(secs[kind], f"prepare_{kind} (--workers)", workers=w)
+                s = prepare.prepare(kind, sec, deg, input_dir=inp, out_dir=Path(tmp) / f"{kind}{w}")
                 patches = s["patches"]["train"] + s["patches"]["val"]
                 rows.append({"stage": f"prepare_{kind}", "workers": w, "images": s["files"],
                              "patches": patches, "seconds": round(s["seconds"], 2),
@@ -50,8 +52,7 @@ def main() -> None:
         print(f"{r['stage']:<15}{r['workers']:>8}{r['images']:>8}{r['patches']:>9}{r['seconds']:>9}"
               f"{r['images_per_s']:>10}{r['patches_per_s']:>11}")
     meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "ray_cpus": cpus,
-            "input": str(inp), "patches_per_image": {k: config.section(f"prepare_{k}")["patches_per_image"]
-                                                       for k in a.kinds}}
+            "input": str(inp), "patches_per_image": {k: secs[k].patches_per_image for k in a.kinds}}
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")

@@ -241,6 +241,7 @@ def row_ray_node_loss_training(inp, work, iterations: int = 40):
     iteration, exit 0. "lost" counts iterations not trained; "duplicates", restarts from zero."""
     from pipelines import prepare as prep
     from pipelines import train
+    from pipelines.settings import DegradationSettings, PrepareSettings, build
 
     import yaml
 
@@ -250,8 +251,9 @@ def row_ray_node_loss_training(inp, work, iterations: int = 40):
     photos.mkdir()
     for p in sorted((data / "coco128_train2017" / "images").glob("*.jpg"))[:6]:
         shutil.copy(p, photos / p.name)
-    prep.prepare("sr", {**params["prepare_sr"], "patches_per_image": 2}, params["degradation"], input_dir=photos,
-                 out_dir=work / "sr", use_ray=False)
+    sec = build(PrepareSettings, {**params["prepare_sr"], "patches_per_image": 2}, "params.yaml: prepare_sr")
+    prep.prepare("sr", sec, build(DegradationSettings, params["degradation"], "params.yaml: degradation"),
+                 input_dir=photos, out_dir=work / "sr", use_ray=False)
     out = work / "sr-x4-pixel"
     spec = {"data": str(work / "sr"), "out_dir": str(out), "iterations": iterations, "report_every": 5,
             "checkpoint_every": 10, "crop": 64, "batch_size": 2}

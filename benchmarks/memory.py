@@ -56,6 +56,7 @@ def measure(model: str, src: Path, tile: int | None, out: Path) -> dict:
 def main() -> int:
     from pipelines import config
     from pipelines.modelref import scale_from_name
+    from pipelines.settings import BatchSettings
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="256,512,1024,2048,3000x2000")
@@ -63,7 +64,7 @@ def main() -> int:
     ap.add_argument("--untiled", default="256", help="sizes also run with --tile 0 (whole image; x8 at 512² took 23 GB)")
     ap.add_argument("--json", default="benchmarks/results/memory_cpu.json")
     a = ap.parse_args()
-    tile = int(config.section("batch")["upscale_tile"])
+    tile = config.load(BatchSettings).upscale_tile
     rows = []
     head = f"{'model':<14}{'input':>11}{'output':>13}{'tile':>6}{'peak RSS':>11}{'output image':>14}{'time':>9}"
     print(head + "\n" + "-" * len(head), flush=True)

@@ -34,7 +34,10 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from . import config, storage
+from .log import get, setup
+from .settings import AcquireSettings, plain
 
+log = get(__name__)
 __all__ = ["acquire", "builtin_path", "download_verified", "main"]
 
 CHUNK = 1 << 20
@@ -165,7 +168,7 @@ def download_verified(url: str, size: int, md5: str, download_dir: Path, *, time
                 if stamp_file.read_text() == _stamp(final, md5):
                     return final
         else:  # not worth hashing: pooch would replace it after a fresh download anyway
-            print(f"acquire: {final} does not match size/md5 in params; downloading it again", file=sys.stderr)
+            log.warning(f"acquire: {final} does not match size/md5 in params; downloading it again")
             final.unlink()
     stamp_file.unlink(missing_ok=True)
 
@@ -248,23 +251,23 @@ def _remove_stale_temps(out_dir: Path) -> None:
 
 # --------------------------------------------------------------------------------------- entry
 
-def _items(cfg: dict, source: str, out_dir: Path, stack: contextlib.ExitStack) -> tuple[list[_Item], str]:
+def _items(cfg: AcquireSettings, source: str, out_dir: Path, stack: contextlib.ExitStack) -> tuple[list[_Item], str]:
     """-> (all items of the source, how error messages name the source)."""
     if source == "builtin":
-        return _builtin_items(list(cfg.get("builtin") or [])), "acquire.builtin"
+        return _builtin_items(list(cfg.builtin)), "acquire.builtin"
     if source == "coco":
-        c = cfg.get("coco") or {}
-        missing = [k for k in ("url", "size", "md5", "download_dir") if not c.get(k)]
+        c = cfg.coco
+        missing = [k for k in ("url", "size", "md5", "download_dir") if c is None or not getattr(c, k)]
         if missing:
             raise ValueError(f"acquire.coco: missing {', '.join(missing)} in params")
-        archive = download_verified(c["url"], c["size"], c["md5"], config.resolve(c["download_dir"]))
+        archive = download_verified(c.url, c.size, c.md5, config.resolve(c.download_dir))
         try:
             zf = stack.enter_context(zipfile.ZipFile(archive))
         except zipfile.BadZipFile as e:
             raise ValueError(f"{archive}: not a readable zip archive ({e})") from e
         return _zip_items(zf, archive.name), f"{archive} (image members)"
     if storage.is_uri(source):
-        return _uri_items(source, cfg.get("s3_endpoint")), source
+        return _uri_items(source, cfg.s3_endpoint), source
     folder = config.resolve(source)
     return _folder_items(source, folder), str(folder)
 
@@ -282,15 +285,15 @@ def _check_out_dir(out_dir: Path, source: str) -> None:
             raise ValueError(f"acquire.out_dir {out_dir} is inside the source folder {folder}")
 
 
-def acquire(cfg: dict, out_dir: Path) -> dict:
-    """Build ``out_dir`` from the `acquire` params section ``cfg`` (see the module docstring).
+def acquire(cfg: AcquireSettings, out_dir: Path) -> dict:
+    """Build ``out_dir`` from the `acquire` settings ``cfg`` (see the module docstring).
 
     Returns {"source", "out_dir", "n_files", "bytes", "rows"} (rows as in sources.csv).
     Raises FileNotFoundError / ValueError (naming the path or URI) for a bad source, OSError for
     an interrupted download; after any failure out_dir does not exist.
     """
     out_dir = Path(out_dir).absolute()
-    source = cfg.get("source")
+    source = plain(cfg.source)  # a name, or a list of them
     sources = source if isinstance(source, list) else [source]
     if not sources or not all(s and isinstance(s, str) for s in sources):
         raise ValueError(f"acquire.source must be builtin, coco, a folder, a URI or a list of them; got {source!r}")
@@ -310,7 +313,7 @@ def acquire(cfg: dict, out_dir: Path) -> dict:
                     raise ValueError(f"{label}: no files found (hidden files are skipped)")
                 items += found
                 labels.append(label)
-            items = _sample(items, cfg.get("n_images"), cfg.get("seed", 0), " + ".join(labels))
+            items = _sample(items, cfg.n_images, cfg.seed, " + ".join(labels))
             _check_names(items)
             _remove(tmp)
             tmp.mkdir()
@@ -339,14 +342,15 @@ def acquire(cfg: dict, out_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m pipelines.acquire", description=__doc__.split("\n\n")[0],
                             epilog="All settings come from the `acquire` section of params.yaml.").parse_args(argv)
+    setup()
     try:
-        cfg = config.section("acquire")
-        res = acquire(cfg, config.resolve(cfg.get("out_dir") or "data/acquired"))
+        cfg = config.load(AcquireSettings)
+        res = acquire(cfg, config.resolve(cfg.out_dir))
     except KeyError as e:
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        log.error(f"error: {e.args[0] if e.args else e}")
         return 2
     except (OSError, ValueError) as e:  # they name the path / URI / URL and what to do
-        print(f"error: {e}", file=sys.stderr)
+        log.error(f"error: {e}")
         return 2
     print(f"acquired {res['n_files']} files, {res['bytes']:,} bytes from {res['source']} -> {res['out_dir']}")
     return 0

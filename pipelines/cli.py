@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
 from perceptual_core.options import ENGINES, PRECISIONS
 
-from . import config
+from . import config, log
 
 
 def _progress(it, desc: str, total: int | None = None, unit: str = "img"):
@@ -94,21 +95,21 @@ def _run_model(a, kind: str) -> int:
     from perceptual_core.tiling import check_tile
 
     from . import modelref
-    from .batch.settings import default_tile
+    from .settings import BatchSettings, InferenceSettings, plain
 
+    inf = config.load(InferenceSettings)  # the engine is checked against the plain network before use
     if a.tile is None:
-        a.tile = default_tile(kind)
+        a.tile = config.load(BatchSettings).tile_for(kind)
     check_tile(a.tile)  # before the model loads: a bad value is a usage error, not N failed images
     ref = _model_ref(a, kind)
     scale = getattr(a, "scale", None) or (modelref.scale_from_name(ref) if kind == "upscale" else None)
-    model, _ = modelref.load(ref, kind, auto_device(a.device), scale=scale)
+    model, _ = modelref.load_model(ref, kind, auto_device(a.device), scale=scale)
     if kind == "upscale":  # upscaling tiles by output pixels (sr_blocks.py): its floor depends on the scale
         from perceptual_core.sr_blocks import check_tile as check_sr_tile
 
         check_sr_tile(a.tile, getattr(model, "scale", None) or scale)
-    inf = config.section("inference")  # the engine is checked against the plain network before use
-    model = build_engine(model, a.engine, a.precision, verify=inf["verify"], tolerance=inf["tolerance"],
-                         cache_dir=config.resolve(inf["onnx_cache"]) if inf.get("onnx_cache") else None)
+    model = build_engine(model, a.engine, a.precision, verify=inf.verify, tolerance=plain(inf.tolerance) or None,
+                         cache_dir=config.resolve(inf.onnx_cache) if inf.onnx_cache else None)
     outs = _outputs(a.inputs, a.output, f".{a.format}")
     failed = 0
     for src, dst in _progress(list(zip(a.inputs, outs)), kind):
@@ -177,9 +178,9 @@ def cmd_prepare(a) -> int:
 
 
 def cmd_train(a) -> int:
-    from . import train
+    from . import run_stage, train
 
-    return train.main([a.job] + (["--resume"] if a.resume else []) + (["--no-ray"] if a.no_ray else []))
+    return run_stage(train.run_job, a.job, use_ray=not a.no_ray, resume=a.resume)
 
 
 def cmd_batch(a, kind: str) -> int:
@@ -199,7 +200,13 @@ def cmd_batch(a, kind: str) -> int:
         opts["preserve_color"] = a.preserve_color or None
     else:
         opts["scale"] = a.scale
-    return batch.main(**opts)
+    engine = opts.pop("engine")
+    spec = batch.BatchSpec.from_params(**opts)
+    summary = batch.run_batch(spec, engine=engine)
+    print(summary.text(), file=sys.stderr)  # the job's account: the command's own output (-q keeps it)
+    if summary.failed:
+        print(f"failures listed in {spec.output.rstrip('/')}/{batch.FAILURES}", file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 def _batch_parser(sub) -> None:
@@ -248,6 +255,9 @@ def _batch_parser(sub) -> None:
 
 def _model_parsers(sub) -> None:
     """`perceptual stylize` and `perceptual upscale`: run a trained network on images here."""
+    from .settings import InferenceSettings
+
+    inf = config.load(InferenceSettings)
     for kind in ("stylize", "upscale"):
         s = sub.add_parser(kind, help=f"{kind} images with a trained network checkpoint")
         s.add_argument("inputs", nargs="+", metavar="IN")
@@ -263,16 +273,20 @@ def _model_parsers(sub) -> None:
                        "upscale: the largest output block side (bounds memory; params: batch.upscale_tile); 0: never")
         s.add_argument("--preserve-color", action="store_true", default=False,
                        help="stylize: keep the input's colours (luminance-only transfer)")
-        inf = config.section("inference")
-        s.add_argument("--engine", choices=ENGINES, default=inf["engine"],
+        s.add_argument("--engine", choices=ENGINES, default=inf.engine,
                        help="inference engine, verified against the plain network first (params: inference.engine)")
-        s.add_argument("--precision", choices=PRECISIONS, default=inf["precision"],
+        s.add_argument("--precision", choices=PRECISIONS, default=inf.precision,
                        help="bf16/fp16 need CUDA (params: inference.precision)")
         s.set_defaults(fn=lambda a, k=kind: _run_model(a, k))
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="perceptual", description=__doc__)
+    v = p.add_mutually_exclusive_group()  # how much the stages and the library narrate on stderr
+    v.add_argument("-v", "--verbose", dest="log_level", action="store_const", const=logging.DEBUG,
+                   default=logging.INFO, help="also the debug messages")
+    v.add_argument("-q", "--quiet", dest="log_level", action="store_const", const=logging.WARNING,
+                   help="only warnings and errors (a command's own output and progress bars stay)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("weights", help="prepare and verify the VGG-16 loss-network weights")
@@ -346,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log.setup(args.log_level)
     try:
         return args.fn(args)
     except (FileNotFoundError, ValueError, RuntimeError) as e:  # these carry their own advice

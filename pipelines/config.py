@@ -4,9 +4,11 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
 # Committed files at the data folder's own relative paths (the public-domain paintings, see its
@@ -41,9 +43,9 @@ def params() -> dict[str, Any]:
     return _load(str(params_path()))
 
 
-def section(name: str) -> dict[str, Any]:
-    """A copy of section ``name``: callers may change it without changing what the next caller reads
-    (the file is parsed once per process and cached)."""
+def _section(name: str) -> dict[str, Any]:
+    """A copy of the raw section ``name`` (the file is parsed once per process and cached), the styles
+    resolved and the benchmark profile applied: what ``load`` checks and freezes. Stages never see it."""
     import copy
 
     value = params().get(name)
@@ -55,6 +57,19 @@ def section(name: str) -> dict[str, Any]:
     if name == "benchmark":
         value = apply_profile(value)
     return value
+
+
+def load(cls: type[T], name: str | None = None, **overrides: Any) -> T:
+    """Section ``name`` of params.yaml (default: ``cls.SECTION``) as the frozen settings object ``cls``
+    (pipelines/settings/), every value checked, with ``overrides`` (e.g. the CLI's options; None means
+    "not given") applied and checked the same way. A bad value is one SettingsError naming file and key."""
+    from .settings import schema
+
+    name = name or cls.SECTION
+    where = f"{params_path()}: {name}"
+    raw = _section(name)
+    obj = schema.build(cls, raw, where)
+    return schema.replace(obj, where, **overrides) if overrides else obj
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -113,7 +128,7 @@ def _resolve_styles(style: dict) -> None:
     """train.style.styles entries as absolute paths through data_file (train.job_spec joins relative
     ones to data_dir(), so a painting missing from the data folder is found in the committed copy), and
     one line per process on stderr for each style `dvc repro` trains: which file, from where."""
-    import sys
+    from .log import get
 
     rels = dict(style["styles"])
     style["styles"] = {k: str(data_file(v)) for k, v in rels.items()}
@@ -134,7 +149,7 @@ def _resolve_styles(style: dict) -> None:
             cmd = fetch_command([Path(rels[job]).as_posix()])
             where = (f"missing: not in the data folder and not committed under {EMBEDDED_DATA}"
                      + (f"; run `{cmd}`" if cmd else ""))
-        print(f"style image of style-{job}: {path} ({where})", file=sys.stderr, flush=True)
+        get(__name__).info(f"style image of style-{job}: {path} ({where})")
 
 
 def fetch_dir() -> Path:
@@ -153,7 +168,9 @@ def data_mirror() -> str | None:
 
 
 def vgg_weights_arg() -> str | None:
-    w = section("loss_network").get("weights")
+    from .settings import LossNetworkSettings
+
+    w = load(LossNetworkSettings).weights
     return str(resolve(w)) if w else None
 
 
@@ -161,12 +178,16 @@ def loss_network():
     """The verified VGG-16 loss network, from the sources params allow."""
     from perceptual_core.vgg import VGG16Loss
 
-    return VGG16Loss.pretrained(vgg_weights_arg(), allow_download=section("loss_network")["allow_download"])
+    from .settings import LossNetworkSettings
+
+    return VGG16Loss.pretrained(vgg_weights_arg(), allow_download=load(LossNetworkSettings).allow_download)
 
 
 def gatys_kwargs() -> dict[str, Any]:
     """Keyword arguments for perceptual_core.gatys.gatys from the `gatys` and `losses` sections."""
-    g, ls = section("gatys"), section("losses")
-    return dict(optimizer=g["optimizer"], init=g["init"], content_weight=g["content_weight"],
-                style_weight=g["style_weight"], tv_weight=g["tv_weight"], style_size=ls["style_size"],
-                content_layers=ls["content_layers"], style_layers=ls["style_layers"])
+    from .settings import GatysSettings, LossesSettings
+
+    g, ls = load(GatysSettings), load(LossesSettings)
+    return dict(optimizer=g.optimizer, init=g.init, content_weight=g.content_weight,
+                style_weight=g.style_weight, tv_weight=g.tv_weight, style_size=ls.style_size,
+                content_layers=list(ls.content_layers), style_layers=list(ls.style_layers))

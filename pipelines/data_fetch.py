@@ -26,7 +26,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from . import config
+from .log import get
 
+log = get(__name__)
 GROUPS = ("set5", "set14", "bsd100", "srcnn", "styles", "coco128")
 MANIFEST = Path(__file__).with_name("data_manifest.csv")
 
@@ -104,9 +106,9 @@ def _derive(e: Entry, dest: Path, entries: list[Entry]) -> bool:
     if _sha256(data) != e.sha256:
         raise FetchError(f"{e.path}: derived file has SHA-256 {_sha256(data)}, the manifest says {e.sha256}; "
                          f"not written")
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
+    from perceptual_core.io import atomic_write
+
+    atomic_write(target, lambda f: f.write(data))
     return True
 
 
@@ -172,7 +174,7 @@ def cmd_fetch(a) -> int:
     try:
         res = fetch(a.sets, dest, mirror=a.mirror or config.data_mirror(), retries=a.retries)
     except FetchError as e:
-        print(f"error: {e}", file=sys.stderr)
+        log.error(f"error: {e}")
         return 2
     for e in res["unavailable"]:
         print(f"{e.path}: {e.note}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import config
+from .settings import AcquireSettings, BenchmarkSettings
 
 
 def builtin_photos(specs: list[str], key: str) -> list[Path]:
@@ -30,9 +31,9 @@ def builtin_photos(specs: list[str], key: str) -> list[Path]:
 
 def benchmark_specs() -> list[str]:
     """Every builtin photo the benchmarks may read (held out from training)."""
-    b = config.section("benchmark")
-    specs = [s for v in b["sr"]["sets"].values() if isinstance(v, list) for s in v]
-    return list(dict.fromkeys(specs + list(b["style"].get("content_embedded") or [])))
+    b = config.load(BenchmarkSettings)
+    specs = [s for v in b.sr.sets.values() if isinstance(v, tuple) for s in v]
+    return list(dict.fromkeys(specs + list(b.style.content_embedded)))
 
 
 def describe() -> str:
@@ -40,9 +41,8 @@ def describe() -> str:
     data folder was looked for."""
     if config.has_data_dir():
         return f"data folder {config.data_dir()}"
-    acq = config.section("acquire")
-    sources = acq["source"] if isinstance(acq["source"], list) else [acq["source"]]
-    photos = list(dict.fromkeys((list(acq.get("builtin") or []) if "builtin" in sources else [])
-                                + benchmark_specs()))
+    acq = config.load(AcquireSettings)
+    sources = list(acq.source) if isinstance(acq.source, tuple) else [acq.source]
+    photos = list(dict.fromkeys((list(acq.builtin) if "builtin" in sources else []) + benchmark_specs()))
     return (f"embedded default: {len(photos)} builtin photos, committed paintings "
             f"({config.EMBEDDED_DATA.relative_to(config.ROOT)}/); no data folder at {config.data_dir()}")

@@ -50,7 +50,9 @@ import yaml
 from perceptual_core.zoo import sha256_file  # the project's one streaming SHA-256 of a file
 
 from . import config, jobname, owned
+from .log import get
 
+log = get(__name__)
 BUNDLE = "BUNDLE.json"
 VGG_FILE = "vgg16_loss_fp16.safetensors"
 INIT_DIR = "init"
@@ -100,8 +102,9 @@ def path_keys(p: dict, kind: str) -> list[tuple]:
 def gpu_settings(kind: str) -> dict:
     """``release.gpu`` for ``kind``: its plain values with ``release.gpu.<kind>`` (e.g. ``sr``) laid over them."""
     from . import release
+    from .settings import plain
 
-    g = release.settings()["gpu"]
+    g = plain(release.settings().gpu)
     return {**{k: v for k, v in g.items() if not isinstance(v, dict)}, **(g.get(kind) or {})}
 
 
@@ -190,9 +193,9 @@ def pack(job: str, out: Path, photos: Path | None = None) -> dict:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print(f"gpu bundle: {out} ({size / MiB:.1f} MiB, {doc['photos']} photos, {job}"
-          f"{', from ' + init['ref'] if init else ''}); with the code "
-          f"{(size + code) / MiB:.1f} of {g['carry_limit_mib']} MiB", file=sys.stderr)
+    log.info(f"gpu bundle: {out} ({size / MiB:.1f} MiB, {doc['photos']} photos, {job}"
+             f"{', from ' + init['ref'] if init else ''}); with the code "
+             f"{(size + code) / MiB:.1f} of {g['carry_limit_mib']} MiB")
     return doc
 
 
@@ -327,8 +330,8 @@ def run(job: str, bundle: Path, out: Path, seconds: float | None = None, iterati
     }
     (out / "gpu_train.json").write_text(json.dumps(result, indent=1) + "\n")
     shutil.copy2(Path(spec["out_dir"]) / train.EVENTS, out / "events.jsonl")
-    print(f"gpu train: {job} {result['iterations']} iterations in {wall:.0f} s "
-          f"({result['iterations_per_s']} it/s on {result['device']}) -> {out}", file=sys.stderr)
+    log.info(f"gpu train: {job} {result['iterations']} iterations in {wall:.0f} s "
+             f"({result['iterations_per_s']} it/s on {result['device']}) -> {out}")
     return result
 
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import sys
 import time
 
+from .log import get
+
+log = get(__name__)
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 FORWARDED = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 _SECRET = re.compile(r"SECRET|TOKEN|PASSWORD|ACCESS_KEY|CREDENTIAL", re.I)
@@ -46,8 +48,7 @@ def without_credentials(key: str, value: str) -> str:
 
     stripped = redact(value)
     if stripped != value:
-        print(f"jobs: {key}: the credentials in its URI are not sent with the job; give the cluster its own",
-              file=sys.stderr)
+        log.warning(f"jobs: {key}: the credentials in its URI are not sent with the job; give the cluster its own")
     return stripped
 
 
@@ -103,11 +104,10 @@ def cmd_submit(a) -> int:
     job = submit(a.args, addr=a.address, env=a.env, working_dir=a.working_dir, job_id=a.job_id)
     print(job)
     if not a.wait:
-        print(f"follow it: perceptual batch logs {job} --follow --address {address(a.address)}", file=sys.stderr)
+        log.info(f"follow it: perceptual batch logs {job} --follow --address {address(a.address)}")
         return 0
     status = wait(job, a.address)
-    print(client(a.address).get_job_logs(job), end="", file=sys.stderr)
-    print(f"job {job}: {status}", file=sys.stderr)
+    log.info("%sjob %s: %s", client(a.address).get_job_logs(job), job, status)  # the job's own logs end in a newline
     return 0 if status == "SUCCEEDED" else 1
 
 

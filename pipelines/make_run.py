@@ -35,11 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from perceptual_services.processes import venv_tool  # the venv's own, else PATH; one-line error if neither
 
+    from .log import get, setup
+
+    setup()
+
     try:
         dvc = venv_tool("dvc")
         names = stages(dvc)
     except RuntimeError as e:  # ServiceError: no dvc; or `dvc stage list` failed
-        print(f"[make run] error: {e}", file=sys.stderr)
+        get(__name__).error(f"[make run] error: {e}")
         return 2
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "DVC_NO_ANALYTICS": "1"}
     seen: set[str] = set()

@@ -53,12 +53,26 @@ def check_task(config: dict, ref: str, kind: str, scale: int | None = None) -> N
         raise ValueError(f"--model {ref} holds a {arch!r} network, which cannot {kind}")
     if arch == "sr" and scale and scale != config.get("scale"):
         raise ValueError(f"--scale {scale}: the model {ref} upscales x{config.get('scale')}")
+    if arch == "srcnn" and not scale:  # SRCNN refines a bicubic upscale of any factor: the job names it
+        raise ValueError(f"--model {ref} is an SRCNN, which needs --scale")
 
 
-def load(ref: str, kind: str, device="cpu", scale: int | None = None):
-    """(model in eval mode on ``device``, checkpoint bytes) for ``ref``, checked for ``kind``."""
-    from perceptual_core.checkpoint import load_model, read_checkpoint
+def checked_bytes(ref: str, kind: str, scale: int | None = None) -> tuple[bytes, dict]:
+    """(checkpoint bytes, network config) of ``ref``, checked once for ``kind`` at ``scale``: what a
+    batch job ships to its actors, so a wrong model fails here, not in every actor."""
+    from perceptual_core.checkpoint import read_checkpoint
 
     data = checkpoint_bytes(ref)
-    check_task(read_checkpoint(ref, data)["config"], ref, kind, scale)
-    return load_model(ref, device, data=data), data
+    config = read_checkpoint(ref, data)["config"]
+    check_task(config, ref, kind, scale)
+    return data, config
+
+
+def load_model(ref: str, kind: str, device="cpu", scale: int | None = None):
+    """(model in eval mode on ``device``, checkpoint bytes) for ``ref`` (a file, a shipped name or a
+    models:/ URI), checked for ``kind`` (stylize | upscale) at ``scale``: the one way every command,
+    batch job and benchmark loads a model."""
+    from perceptual_core.checkpoint import load_model as load_checkpoint
+
+    data, _ = checked_bytes(ref, kind, scale)
+    return load_checkpoint(ref, device, data=data), data

@@ -21,10 +21,12 @@ import contextlib
 import json
 import os
 import socket
-import sys
 import threading
 import time
 
+from .log import get
+
+log = get(__name__)
 LOCK = ".perceptual-batch.lock"
 RENEW_S = 30.0
 STALE_S = 120.0
@@ -125,7 +127,7 @@ def _lease(fs, root: str, what: str, where: str):
             try:
                 put_atomic(fs, path, json.dumps({**me, "renewed": time.time()}).encode())
             except OSError as e:  # a missed renewal only shortens the lease
-                print(f"batch: could not renew the output lock {path}: {e}", file=sys.stderr)
+                log.warning(f"batch: could not renew the output lock {path}: {e}")
 
     t = threading.Thread(target=renew, name="output-lock", daemon=True)
     t.start()

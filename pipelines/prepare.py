@@ -31,10 +31,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import config, owned
+from .log import get
+from .settings import DegradationSettings, PrepareSettings, plain
 from .patches import PatchSpec, _stable_int, image_patches, process_batch  # noqa: F401 - image_patches re-exported
 
 ROW_GROUP = 32  # patches per Parquet row group: the unit a streaming reader loads
 BATCH_IMAGES = 4  # source images per Ray Data task call
+log = get(__name__)
 
 
 def list_files(root: Path) -> list[str]:
@@ -131,12 +134,12 @@ def _results(items: list[dict], spec: PatchSpec, workers: int, use_ray: bool):
         yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
-def prepare(kind: str, sec: dict, degradation: dict, *, input_dir: Path, out_dir: Path,
+def prepare(kind: str, sec: PrepareSettings, degradation: DegradationSettings, *, input_dir: Path, out_dir: Path,
             metrics_path: Path | None = None, use_ray: bool = True) -> dict:
-    """Run one prepare stage; returns its summary (the counts, written to ``metrics_path`` as the DVC
-    metrics, plus the rejections by kind, the scales and the seconds)."""
-    spec = PatchSpec.from_params(kind, sec, degradation)
-    workers, shard_rows = int(sec["workers"]), int(sec["shard_rows"])
+    """Run one prepare stage (``sec``: its settings, prepare_style or prepare_sr); returns its summary (the
+    counts, written to ``metrics_path`` as the DVC metrics, plus the rejections by kind, the scales and the seconds)."""
+    spec = PatchSpec.from_params(kind, plain(sec), plain(degradation))
+    workers, shard_rows = int(sec.workers), int(sec.shard_rows)
     if workers < 1:
         raise ValueError(f"params prepare_{kind}.workers={workers}: must be >= 1")
     if shard_rows < 1:
@@ -144,7 +147,7 @@ def prepare(kind: str, sec: dict, degradation: dict, *, input_dir: Path, out_dir
     files = list_files(input_dir)
     if not files:
         raise ValueError(f"{input_dir}: no files to prepare (run the acquire stage, or check prepare_{kind}.input)")
-    splits = assign_splits(files, float(sec["val_fraction"]), spec.seed)
+    splits = assign_splits(files, float(sec.val_fraction), spec.seed)
     stage = f"prepare_{kind}"
     owned.check_deletable(out_dir, stage, f"{stage}.out_dir", signature="manifest.csv")  # before any work
 
@@ -194,12 +197,11 @@ def prepare(kind: str, sec: dict, degradation: dict, *, input_dir: Path, out_dir
         from perceptual_core.io import atomic_write
 
         atomic_write(metrics_path, lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
-    print(f"prepare_{kind}: {len(used)}/{len(files)} images -> {summary['patches']['train']} train + "
-          f"{summary['patches']['val']} val patches, {len(rejected)} rejected; {elapsed:.1f} s "
-          f"({len(files) / elapsed:.2f} images/s, {f'{workers} workers' if use_ray else 'no Ray'}) -> {out_dir}",
-          file=sys.stderr)
+    log.info(f"prepare_{kind}: {len(used)}/{len(files)} images -> {summary['patches']['train']} train + "
+             f"{summary['patches']['val']} val patches, {len(rejected)} rejected; {elapsed:.1f} s "
+             f"({len(files) / elapsed:.2f} images/s, {f'{workers} workers' if use_ray else 'no Ray'}) -> {out_dir}")
     for r in rejected:
-        print(f"  rejected {r['file']}: {r['reason']}", file=sys.stderr)
+        log.info(f"  rejected {r['file']}: {r['reason']}")
     return {**summary, "rejected_by_kind": kinds, "scales": list(spec.scales), "seconds": elapsed}
 
 
@@ -211,11 +213,11 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
 
 
 def run_stage(kind: str, use_ray: bool = True) -> dict:
-    sec = config.section(f"prepare_{kind}")
-    metrics = sec.get("metrics")
-    return prepare(kind, sec, config.section("degradation"), input_dir=config.resolve(sec["input"]),
-                   out_dir=config.resolve(sec["out_dir"]), metrics_path=config.resolve(metrics) if metrics else None,
-                   use_ray=use_ray)
+    """The stage's entry point: its settings from params.yaml (prepare_KIND, degradation), read once."""
+    sec = config.load(PrepareSettings, f"prepare_{kind}")
+    metrics = config.resolve(sec.metrics) if sec.metrics else None
+    return prepare(kind, sec, config.load(DegradationSettings), input_dir=config.resolve(sec.input),
+                   out_dir=config.resolve(sec.out_dir), metrics_path=metrics, use_ray=use_ray)
 
 
 def main(argv=None) -> int:

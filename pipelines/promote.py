@@ -15,16 +15,16 @@ a missing metric. Every decision is recorded as `promotion.*` tags on the challe
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import getpass
 import json
 import math
 import os
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
-from . import config, tracking
+from . import config, log, tracking
+from .settings import PromoteSettings, TrainSettings
+from .settings.bench import PromotionFamily
 
 CHAMPION = "champion"
 PREFIX = "promotion."
@@ -38,46 +38,30 @@ BELOW_BASELINE = "below_baseline"  # a rejection: worse than the family's baseli
 
 # ------------------------------------------------------------------------------- params
 
-def settings() -> dict:
+def settings() -> PromoteSettings:
     """params' `promote` section, checked: out (the DVC metrics: decision counts), decisions (every decision;
-    default: beside `out`), families [{match, metric, mode, min_delta, min_rel_delta}]."""
+    default: beside `out`), families [{match, metric, mode, min_delta, min_rel_delta, baseline}]."""
     try:
-        s = config.section("promote")
+        return config.load(PromoteSettings)
     except KeyError as e:
         raise ValueError(str(e).strip("'\"")) from None
-    fams = s.get("families")
-    if not isinstance(fams, list) or not fams:
-        raise ValueError(f"{config.params_path()}: promote.families must be a non-empty list")
-    for i, f in enumerate(fams):
-        where = f"{config.params_path()}: promote.families[{i}]"
-        if not isinstance(f, dict) or not f.get("match") or not f.get("metric"):
-            raise ValueError(f"{where}: needs `match` and `metric`")
-        if f.get("mode") not in ("max", "min"):
-            raise ValueError(f"{where} ({f['match']}): mode must be max or min, not {f.get('mode')!r}")
-        for k in ("min_delta", "min_rel_delta"):
-            v = f.get(k, 0)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"{where} ({f['match']}): {k} must be a number >= 0, not {v!r}")
-    out = s.get("out", "metrics/promotion.json")
-    decisions = s.get("decisions") or str(Path(out).with_name(f"{Path(out).stem}_decisions.json"))
-    return {**s, "out": out, "decisions": decisions}
 
 
-def family(name: str, s: dict | None = None) -> dict:
+def family(name: str, s: PromoteSettings | None = None) -> PromotionFamily:
     """The first promote.families entry whose `match` pattern fits the registered model name."""
     s = s or settings()
-    for f in s["families"]:
-        if fnmatch.fnmatchcase(name, f["match"]):
-            return {"min_delta": 0.0, "min_rel_delta": 0.0, **f}
-    pats = ", ".join(f["match"] for f in s["families"])
-    raise ValueError(f"{name}: no promote.families entry matches this model name (patterns: {pats}) "
-                     f"in {config.params_path()}")
+    fam = s.family(name)
+    if fam is None:
+        pats = ", ".join(f.match for f in s.families)
+        raise ValueError(f"{name}: no promote.families entry matches this model name (patterns: {pats}) "
+                         f"in {config.params_path()}")
+    return fam
 
 
-def model_names() -> list[str]:
+def model_names(t: TrainSettings | None = None) -> list[str]:
     """Registered names of the models `dvc repro` trains: style-NAME, sr-JOB, srcnn-JOB."""
-    t = config.section("train")
-    return [f"{kind}-{job}" for kind in ("style", "sr", "srcnn") for job in (t.get(kind) or {}).get("jobs") or []]
+    t = t or config.load(TrainSettings)
+    return [f"{kind}-{job}" for kind in ("style", "sr", "srcnn") for job in t.kind(kind).jobs]
 
 
 # ------------------------------------------------------------------------------- registry reads
@@ -128,9 +112,9 @@ def _value(client, name: str, mv, metric: str) -> tuple[float | None, str]:
 
 # ------------------------------------------------------------------------------- decisions
 
-def _required(fam: dict, champion_value: float) -> float:
+def _required(fam: PromotionFamily, champion_value: float) -> float:
     """The improvement the challenger needs: at least min_delta and at least min_rel_delta * |champion|."""
-    return max(float(fam["min_delta"]), float(fam["min_rel_delta"]) * abs(champion_value))
+    return max(float(fam.min_delta), float(fam.min_rel_delta) * abs(champion_value))
 
 
 def _record(client, name: str, version: str, dec: dict) -> None:
@@ -165,7 +149,7 @@ def promote(name: str, *, rollback: bool = False, dry_run: bool = False, by: str
     chal = client.get_model_version(name, str(rm.aliases[tracking.CHALLENGER]))
     champ_v = rm.aliases.get(CHAMPION)
     champ = client.get_model_version(name, str(champ_v)) if champ_v else None
-    metric, mode = fam["metric"], fam["mode"]
+    metric, mode = fam.metric, fam.mode
     dec = {"model": name, "decision": None, "reason_code": None, "reason": "", "metric": metric, "mode": mode,
            "challenger": str(chal.version), "champion": str(champ.version) if champ else None,
            "new_champion": str(champ.version) if champ else None, "challenger_value": None,
@@ -187,8 +171,8 @@ def promote(name: str, *, rollback: bool = False, dry_run: bool = False, by: str
     if dec["challenger_value"] is None:
         dec.update(decision="refused", reason_code=MISSING, reason=f"challenger {why}")
         return _finish(client, dec, dry_run)
-    if fam.get("baseline"):  # the floor: beat the family's baseline (bicubic, the unchanged photo), first or not
-        base, why = _value(client, name, chal, fam["baseline"])
+    if fam.baseline:  # the floor: beat the family's baseline (bicubic, the unchanged photo), first or not
+        base, why = _value(client, name, chal, fam.baseline)
         if base is None:
             dec.update(decision="refused", reason_code=MISSING, reason=f"challenger {why} (the baseline)")
             return _finish(client, dec, dry_run)
@@ -196,7 +180,7 @@ def promote(name: str, *, rollback: bool = False, dry_run: bool = False, by: str
         if not (dec["challenger_value"] > base if mode == "max" else dec["challenger_value"] < base):
             dec.update(decision="rejected", reason_code=BELOW_BASELINE,
                        reason=f"{metric} {dec['challenger_value']:.6g} does not beat the baseline "
-                              f"{fam['baseline']} {base:.6g}")
+                              f"{fam.baseline} {base:.6g}")
             return _finish(client, dec, dry_run)
     if champ is None:
         dec.update(decision="first_champion", new_champion=str(chal.version),
@@ -215,7 +199,7 @@ def promote(name: str, *, rollback: bool = False, dry_run: bool = False, by: str
     return _finish(client, _judge(dec, fam, champ), dry_run)
 
 
-def _judge(dec: dict, fam: dict, champ) -> dict:
+def _judge(dec: dict, fam: PromotionFamily, champ) -> dict:
     """``dec`` decided on its figures: promoted when better than the champion by the required margin."""
     delta = dec["challenger_value"] - dec["champion_value"]
     improvement = delta if dec["mode"] == "max" else -delta
@@ -314,10 +298,10 @@ def promote_all(*, dry_run: bool = False, by: str | None = None) -> tuple[list, 
     if not dry_run:
         counts = {k: sum(d["decision"] == k for d in decisions) for k in
                   ("promoted", "first_champion", "rejected", "already_champion", "refused", "skipped")}
-        for path, doc in ((s["decisions"], {"at": _now(), "by": _who(by),
+        for path, doc in ((s.decisions, {"at": _now(), "by": _who(by),
                                             "tracking_uri": tracking.redact(tracking.tracking_uri()),
                                             "counts": counts, "decisions": decisions}),
-                          (s["out"], {"counts": counts})):
+                          (s.out, {"counts": counts})):
             path = config.resolve(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(doc, indent=1) + "\n")
@@ -369,8 +353,8 @@ def cmd_promote(a) -> int:
             print(describe(d))
         if not a.dry_run:
             s = settings()
-            print(f"decisions written to {config.resolve(s['decisions'])} (counts: {config.resolve(s['out'])})",
-                  file=sys.stderr)
+            log.get(__name__).info(f"decisions written to {config.resolve(s.decisions)} "
+                                   f"(counts: {config.resolve(s.out)})")
         return code
     d = promote(a.name, rollback=a.rollback, dry_run=a.dry_run, by=a.by)
     print(describe(d))
@@ -389,10 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipelines.promote", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_arguments(p)
+    log.setup()
     try:
         return cmd_promote(p.parse_args(argv))
     except ValueError as e:  # these name the model and the parameter
-        print(f"error: {e}", file=sys.stderr)
+        log.get(__name__).error(f"error: {e}")
         return 2
 
 

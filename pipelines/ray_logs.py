@@ -17,6 +17,8 @@ import re
 import sys
 from pathlib import Path
 
+from .log import get, setup
+
 __all__ = ["digest", "main"]
 
 # "[2026-12-02 01:00:00,123 E 1234 5678] file.cc:12: ..." is glog's format (levels I W E F).
@@ -78,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="Ray's temp folder (default $RAY_TMPDIR, else /tmp/ray)")
     p.add_argument("--lines", type=int, default=30, help="at most this many lines per log file")
     a = p.parse_args(argv)
-    print("\n".join(digest(Path(a.tmpdir), a.lines)), file=sys.stderr)
+    setup()
+    get(__name__).info("\n".join(digest(Path(a.tmpdir), a.lines)))
     return 0
 
 

@@ -23,7 +23,7 @@ def make_method(method: str, scale: int, weights: str | None = None):
     from . import modelref
 
     try:
-        model, _ = modelref.load(method, "upscale", auto_device(), scale=scale)
+        model, _ = modelref.load_model(method, "upscale", auto_device(), scale=scale)
     except (FileNotFoundError, ValueError) as e:
         raise ValueError(str(e).replace("--model", "--method", 1) + " (or 'bicubic', 'srcnn-official')") from None
     if model.config["arch"] == "srcnn":

@@ -17,6 +17,18 @@ def pytest_configure(config):
         raise pytest.UsageError(f"data folder not found: {DATA} (set PERCEPTUAL_DATA_DIR)")
 
 
+@pytest.fixture(autouse=True)
+def perceptual_logging():
+    """The `perceptual` loggers as every entry point sets them up (pipelines/log.py: INFO, bare lines on
+    the current stderr), so capsys sees a library function's messages whichever function a test calls;
+    reset for each test (a `perceptual -q` call would leave WARNING behind)."""
+    import logging
+
+    from pipelines import log
+
+    log.setup(logging.INFO)
+
+
 def reply_with_range(handler, body: bytes, rng: str | None) -> int:
     """For the test HTTP servers: send the status and headers of a GET answered from ``body``, honouring
     ``Range: bytes=N-`` (``rng``; None: the whole body, 200). -> the first byte of ``body`` to send."""

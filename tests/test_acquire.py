@@ -3,6 +3,7 @@ real HTTP server serving a COCO-style zip (interrupted transfer, resume, bad md5
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import http.server
 import importlib.util
@@ -16,14 +17,16 @@ import pytest
 from conftest import reply_with_range
 from pipelines import storage
 from pipelines.acquire import acquire, main
+from pipelines.settings import AcquireSettings, build
 
 BUILTIN = ["skimage:astronaut.png", "skimage:chelsea.png", "skimage:coffee.png", "skimage:hubble_deep_field.jpg",
            "skimage:ihc.png", "skimage:motorcycle_left.png", "skimage:retina.jpg", "skimage:rocket.jpg",
            "matplotlib:grace_hopper.jpg"]
 
 
-def _cfg(source, **kw):
-    return {"source": source, "n_images": None, "seed": 0, "builtin": BUILTIN, "s3_endpoint": None, **kw}
+def _cfg(source, **kw) -> AcquireSettings:
+    return build(AcquireSettings, {"source": source, "out_dir": "unused", "n_images": None, "seed": 0,
+                                   "builtin": BUILTIN, "s3_endpoint": None, **kw}, "test: acquire")
 
 
 def _rows(out: Path) -> list[dict]:
@@ -320,7 +323,7 @@ def test_coco_interrupted_download_resumes_then_reuses_offline(tmp_path, http_se
     acquire(cfg, tmp_path / "o2")
     assert _tree(tmp_path / "o2") == _tree(tmp_path / "o") and len(_ZipHandler.log) == 2
     # All image members (the .txt and the folder entry are not images).
-    assert acquire({**cfg, "n_images": None}, tmp_path / "o3")["n_files"] == 12
+    assert acquire(dataclasses.replace(cfg, n_images=None), tmp_path / "o3")["n_files"] == 12
 
 
 def test_coco_wrong_md5_deletes_the_download(tmp_path, http_server, coco_zip):
@@ -332,7 +335,7 @@ def test_coco_wrong_md5_deletes_the_download(tmp_path, http_server, coco_zip):
     _no_leftovers(tmp_path / "o")
     # A wrong size is refused from the announced Content-Length, before the body is fetched.
     bad_size = _coco_cfg(http_server["url"], data, dl)
-    bad_size["coco"]["size"] = len(data) + 1
+    bad_size = dataclasses.replace(bad_size, coco=dataclasses.replace(bad_size.coco, size=len(data) + 1))
     with pytest.raises(ValueError, match=f"size expected {len(data) + 1}, got {len(data)}"):
         acquire(bad_size, tmp_path / "o")
     assert list(dl.iterdir()) == []

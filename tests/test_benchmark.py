@@ -100,7 +100,7 @@ def test_sr_benchmark_anchor_rows(tmp_path, bench_params, weights_cache):
 
 
 def test_sr_benchmark_names_a_missing_set(tmp_path, bench_params):
-    env = bench_params(sets={"Nowhere": "no/such/HR"}, scales=[4], protocols=["standard"])
+    env = bench_params(sets={"Nowhere": "no/such/HR"}, scales=[4], protocols=["standard"], primary="standard")
     r = cli("benchmark", "sr", env_extra=env, check=False)
     assert r.returncode == 2 and "benchmark.sr.sets.Nowhere" in r.stderr and "no/such/HR" in r.stderr
 

@@ -74,6 +74,7 @@ def test_committed_paintings_are_the_data_folder_files_with_provenance():
 def test_a_style_job_reads_the_data_folder_first_then_the_committed_painting(tmp_path, monkeypatch, capsys,
                                                                               data_dir):
     from pipelines import config, embedded, train
+    from pipelines.settings import TrainSettings
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -99,8 +100,8 @@ def test_a_style_job_reads_the_data_folder_first_then_the_committed_painting(tmp
     monkeypatch.setenv("PERCEPTUAL_DATA_DIR", str(empty))
     config._ANNOUNCED.clear()
     capsys.readouterr()
-    config.section("train")
-    config.section("train")
+    config.load(TrainSettings)
+    config.load(TrainSettings)
     err = capsys.readouterr().err.splitlines()
     assert err == [f"style image of style-starry_night: {PAINTINGS / 'starry_night.jpg'} (the committed painting: "
                    f"the data folder {empty} has none)",

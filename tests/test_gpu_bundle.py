@@ -113,7 +113,7 @@ def test_gpu_train_script_runs_with_only_torch(bundle, tmp_path):
     assert g["patches"]["train"] > 0 and g["spec"]["crop"] == 256 and g["spec"]["precision"] == "bf16"
     assert set(g["last"]) >= {"loss_total", "loss_style", "loss_content"}
     # the output is a release-format file that `--model FILE` takes as it is
-    model, _ = modelref.load(str(out / "style-starry_night.safetensors"), "stylize")
+    model, _ = modelref.load_model(str(out / "style-starry_night.safetensors"), "stylize")
     with torch.inference_mode():
         y = model(torch.rand(1, 3, 40, 48))
     assert y.shape == (1, 3, 40, 48) and torch.isfinite(y).all()
@@ -166,7 +166,7 @@ def test_sr_gpu_train_script_runs_with_only_torch_from_the_init_model(sr_bundle,
     assert (sp["crop"], sp["batch_size"], sp["precision"], sp["scale"], sp["loss"]) == (288, 4, "bf16", 4, "feat")
     assert sp["init"] == "sr-x4-pixel" and sp["init_sha256"] == doc["init"]["sha256"]
     assert set(g["last"]) >= {"loss_total", "loss_content", "loss_tv"}
-    model, _ = modelref.load(str(out / "sr-x4-feat.safetensors"), "upscale", scale=4)
+    model, _ = modelref.load_model(str(out / "sr-x4-feat.safetensors"), "upscale", scale=4)
     assert model.config["arch"] == "sr" and model.config["scale"] == 4
     with torch.inference_mode():
         y = model(torch.rand(1, 3, 12, 16))

@@ -35,15 +35,40 @@ def test_params_is_read_in_one_place():
     assert readers == ["pipelines/config.py"]
 
 
-def test_a_section_is_a_copy():
-    """A caller that edits what config.section returned must not change what the next caller reads
-    (a benchmark used to set train.ray.num_workers this way)."""
-    from pipelines import config
+def test_only_config_reads_a_raw_section():
+    """Stages take their typed settings (config.load -> pipelines/settings/), never the raw dicts."""
+    callers = []
+    for d in PACKAGES + ("benchmarks", "scripts", "tests"):
+        for f in sorted((ROOT / d).rglob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text())):
+                if isinstance(node, ast.Attribute) and node.attr in ("section", "_section") and \
+                        isinstance(node.value, ast.Name) and node.value.id == "config":
+                    callers.append(f"{f.relative_to(ROOT).as_posix()}:{node.lineno}")
+    assert not callers, f"config.section outside pipelines/config.py: {callers}"
 
-    t = config.section("train")
-    t["ray"]["num_workers"] = 99
-    t["lr"] = -1
-    assert config.section("train")["ray"]["num_workers"] != 99 and config.section("train")["lr"] > 0
+
+def test_settings_are_frozen():
+    """No caller can change what the next caller reads (a benchmark used to set train.ray.num_workers
+    on the section it was given): settings objects are frozen and their mappings read-only."""
+    import dataclasses
+
+    import pytest
+
+    from pipelines import config
+    from pipelines.settings import TrainSettings
+
+    t = config.load(TrainSettings)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.ray.num_workers = 99
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.lr = -1
+    with pytest.raises(TypeError):
+        t.style.styles["la_muse"] = "x.jpg"
+    with pytest.raises(TypeError):
+        t.style.style_weights["la_muse"] = 1.0
+    assert isinstance(t.style.jobs, tuple)
+    again = config.load(TrainSettings)
+    assert again == t and again.ray.num_workers != 99 and again.lr > 0 and "x.jpg" not in again.style.styles.values()
 
 
 def test_engine_choices_are_written_out_once():

@@ -11,9 +11,16 @@ import yaml
 from pipelines import owned
 from pipelines import prepare as prep
 from pipelines import train
+from pipelines.settings import DegradationSettings, PrepareSettings, build
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def prep_settings(kind: str, **changes):
+    """(PrepareSettings, DegradationSettings) of the project params, with ``changes`` to prepare_KIND."""
+    return (build(PrepareSettings, {**PARAMS[f"prepare_{kind}"], **changes}, f"params.yaml: prepare_{kind}"),
+            build(DegradationSettings, PARAMS["degradation"], "params.yaml: degradation"))
 
 
 def _user_folder(tmp_path: Path) -> Path:
@@ -57,15 +64,12 @@ def test_prepare_refuses_a_foreign_out_dir_before_any_work(tmp_path, data_dir):
         shutil.copy(p, photos / p.name)
     d = _user_folder(tmp_path)
     with pytest.raises(ValueError, match="prepare_style.out_dir="):
-        prep.prepare("style", PARAMS["prepare_style"], PARAMS["degradation"], input_dir=photos, out_dir=d,
-                     use_ray=False)
+        prep.prepare("style", *prep_settings("style"), input_dir=photos, out_dir=d, use_ray=False)
     assert (d / "thesis.txt").is_file() and not list(tmp_path.glob("precious.tmp-*"))
     out = tmp_path / "style"
-    prep.prepare("style", PARAMS["prepare_style"], PARAMS["degradation"], input_dir=photos, out_dir=out,
-                 use_ray=False)
+    prep.prepare("style", *prep_settings("style"), input_dir=photos, out_dir=out, use_ray=False)
     assert (out / owned.MARKER).read_text().strip() == "prepare_style"
-    prep.prepare("style", PARAMS["prepare_style"], PARAMS["degradation"], input_dir=photos, out_dir=out,
-                 use_ray=False)  # its own folder: replaced
+    prep.prepare("style", *prep_settings("style"), input_dir=photos, out_dir=out, use_ray=False)  # its own: replaced
     assert (out / "manifest.csv").is_file()
 
 

@@ -17,11 +17,18 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from pipelines import prepare as prep
+from pipelines.settings import DegradationSettings, PrepareSettings, build
 
 pytestmark = pytest.mark.slow  # `make test-fast` leaves this module out (its `smoke` tests excepted)
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def prep_settings(kind: str, **changes):
+    """(PrepareSettings, DegradationSettings) of the project params, with ``changes`` to prepare_KIND."""
+    return (build(PrepareSettings, {**PARAMS[f"prepare_{kind}"], **changes}, f"params.yaml: prepare_{kind}"),
+            build(DegradationSettings, PARAMS["degradation"], "params.yaml: degradation"))
 
 
 def coco_dir(data_dir: Path) -> Path:
@@ -154,8 +161,7 @@ def test_stage_on_planted_bad_files(tmp_path, data_dir, ray_address):
     expect = plant_bad_files(folder, good)
     expect["small.png"] = "too_small"
     out = tmp_path / "sr"
-    sec = {**PARAMS["prepare_sr"], "patches_per_image": 2}
-    summary = prep.prepare("sr", sec, PARAMS["degradation"], input_dir=folder, out_dir=out,
+    summary = prep.prepare("sr", *prep_settings("sr", patches_per_image=2), input_dir=folder, out_dir=out,
                            metrics_path=tmp_path / "m.json")
     rejected = {r["file"]: r for r in read_csv(out / "rejected.csv")}
     assert {f: r["kind"] for f, r in rejected.items()} == {f: k for f, k in expect.items() if k != "ok"}
@@ -181,8 +187,7 @@ def test_stage_on_planted_bad_files(tmp_path, data_dir, ray_address):
         assert t["key"] == m["key"] and hashlib.sha256(t["hr"]).hexdigest() == m["sha256"]
     # style keeps the small image (upscaled) and the gray/CMYK ones become RGB patches
     sty = tmp_path / "style"
-    prep.prepare("style", {**PARAMS["prepare_style"], "patches_per_image": 1}, PARAMS["degradation"],
-                 input_dir=folder, out_dir=sty)
+    prep.prepare("style", *prep_settings("style", patches_per_image=1), input_dir=folder, out_dir=sty)
     sm = {m["file"]: m for m in read_csv(sty / "manifest.csv")}
     assert sm["small.png"]["upscaled"] == "True" and "small.png" not in {r["file"] for r in read_csv(sty / "rejected.csv")}
 
@@ -198,11 +203,11 @@ def test_zero_usable_images_is_a_clear_error_and_keeps_old_output(tmp_path, data
     owned.claim(out, "prepare_style")  # a previous output of this stage
     (out / "keep.txt").write_text("previous good output")
     with pytest.raises(ValueError, match=r"no usable images among 2 files.*a\.jpg: empty file"):
-        prep.prepare("style", PARAMS["prepare_style"], PARAMS["degradation"], input_dir=folder, out_dir=out)
+        prep.prepare("style", *prep_settings("style"), input_dir=folder, out_dir=out)
     assert (out / "keep.txt").read_text() == "previous good output"
     assert not list(tmp_path.glob("out.tmp-*"))
     with pytest.raises(FileNotFoundError, match="input folder not found"):
-        prep.prepare("style", PARAMS["prepare_style"], PARAMS["degradation"], input_dir=tmp_path / "nope", out_dir=out)
+        prep.prepare("style", *prep_settings("style"), input_dir=tmp_path / "nope", out_dir=out)
 
 
 def test_one_and_two_workers_give_identical_bytes(tmp_path, data_dir, ray_address):
@@ -215,8 +220,8 @@ def test_one_and_two_workers_give_identical_bytes(tmp_path, data_dir, ray_addres
     outs = []
     for workers, use_ray in ((1, True), (2, True), (1, False)):
         out = tmp_path / f"w{workers}{'' if use_ray else '-no-ray'}"
-        prep.prepare("sr", {**PARAMS["prepare_sr"], "workers": workers, "shard_rows": 7}, PARAMS["degradation"],
-                     input_dir=folder, out_dir=out, use_ray=use_ray)
+        prep.prepare("sr", *prep_settings("sr", workers=workers, shard_rows=7), input_dir=folder, out_dir=out,
+                     use_ray=use_ray)
         outs.append({p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
     for other in outs[1:]:
         assert outs[0].keys() == other.keys() and all(outs[0][k] == other[k] for k in outs[0])

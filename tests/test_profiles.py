@@ -8,27 +8,30 @@ import pytest
 import yaml
 
 from pipelines import config
+from pipelines.settings import BenchmarkSettings, plain
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _bench(tmp_path: Path, monkeypatch, profile: str) -> dict:
+def _bench(tmp_path: Path, monkeypatch, profile: str) -> BenchmarkSettings:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["benchmark"]["profile"] = profile  # as `dvc exp run -S benchmark.profile=...` writes it
     f = tmp_path / f"params_{profile}.yaml"
     f.write_text(yaml.safe_dump(params, sort_keys=False))
     monkeypatch.setenv("PERCEPTUAL_PARAMS", str(f))
-    return config.section("benchmark")
+    return config.load(BenchmarkSettings)
 
 
 def test_quick_is_the_default_and_full_adds_bsd100(tmp_path, monkeypatch):
-    quick = config.section("benchmark")
-    assert quick["profile"] == "quick" and list(quick["sr"]["sets"]) == ["Embedded", "Set5", "Set14"]
-    assert quick["sr"]["scales"] == [4, 8]
+    quick = config.load(BenchmarkSettings)
+    assert quick.profile == "quick" and list(quick.sr.sets) == ["Embedded", "Set5", "Set14"]
+    assert quick.sr.scales == (4, 8)
     full = _bench(tmp_path, monkeypatch, "full")
-    assert list(full["sr"]["sets"]) == ["Embedded", "Set5", "Set14", "BSD100"]
-    assert {k: v for k, v in full["sr"].items() if k != "sets"} == {k: v for k, v in quick["sr"].items() if k != "sets"}
-    assert full["style"] == quick["style"]
+    assert full.profile == "full" and list(full.sr.sets) == ["Embedded", "Set5", "Set14", "BSD100"]
+    assert full.sr.sets["BSD100"] == "BSD100/HR"
+    assert {k: v for k, v in plain(full.sr).items() if k != "sets"} == \
+        {k: v for k, v in plain(quick.sr).items() if k != "sets"}
+    assert full.style == quick.style and full.speed == quick.speed
 
 
 def test_an_unknown_profile_is_refused_naming_the_setting(tmp_path, monkeypatch):

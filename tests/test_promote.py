@@ -266,8 +266,8 @@ def test_project_params_judge_every_trained_model_on_its_paper_metric(monkeypatc
     for n in names:
         kind = n.split("-")[0] if not n.startswith("sr-") else n.split("-")[-1]
         f = promote.family(n)
-        assert f["metric"] == want[kind], n
-        assert f["min_delta"] > 0 or f["min_rel_delta"] > 0, f"{n}: promotion without a margin"
+        assert f.metric == want[kind], n
+        assert f.min_delta > 0 or f.min_rel_delta > 0, f"{n}: promotion without a margin"
 
 
 def test_batch_jobs_serve_promoted_versions_only(store, tmp_path, capsys):

@@ -18,11 +18,18 @@ import yaml
 
 from pipelines import prepare as prep
 from pipelines import tracking, train
+from pipelines.settings import DegradationSettings, PrepareSettings, build
 
 pytestmark = pytest.mark.slow  # `make test-fast` leaves this module out (its `smoke` tests excepted)
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def prep_settings(kind: str, **changes):
+    """(PrepareSettings, DegradationSettings) of the project params, with ``changes`` to prepare_KIND."""
+    return (build(PrepareSettings, {**PARAMS[f"prepare_{kind}"], **changes}, f"params.yaml: prepare_{kind}"),
+            build(DegradationSettings, PARAMS["degradation"], "params.yaml: degradation"))
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +41,7 @@ def datasets(tmp_path_factory, data_dir, ray_address):
     for p in sorted((data_dir / "coco128_train2017" / "images").glob("*.jpg"))[:12]:
         shutil.copy(p, photos / p.name)
     for kind in ("style", "sr"):
-        prep.prepare(kind, {**PARAMS[f"prepare_{kind}"], "patches_per_image": 2}, PARAMS["degradation"],
-                     input_dir=photos, out_dir=root / kind)
+        prep.prepare(kind, *prep_settings(kind, patches_per_image=2), input_dir=photos, out_dir=root / kind)
     return root
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from perceptual_core import zoo
+from pipelines import modelref
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = zoo.entries(ROOT / "models")
@@ -57,7 +58,7 @@ def test_shipped_sr_model_scores_its_stored_set5_psnr(entry, data_dir):
 
     assert zoo.sha256_file(entry.file) == entry.sha256
     stored = entry.info["load_check"]
-    model, _ = modelref.load(entry.name, "upscale", "cpu", scale=modelref.scale_from_name(entry.name))
+    model, _ = modelref.load_model(entry.name, "upscale", "cpu", scale=modelref.scale_from_name(entry.name))
     got = release.load_check(model, jobname.parse(entry.name).scale, data_dir)
     assert got["lr"] == stored["lr"] and got["psnr_y"].keys() == stored["psnr_y"].keys()
     for name, db in stored["psnr_y"].items():
@@ -155,3 +156,21 @@ def test_shipped_srcnn_upscales_at_the_scale_its_name_states(data_dir, tmp_path)
                         str(tmp_path / "o.png")], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert Image.open(tmp_path / "o.png").size == tuple(4 * s for s in Image.open(lr).size)
+
+
+def test_one_loader_checks_the_task_for_every_kind_of_reference(tmp_path):
+    """modelref.load_model is how the CLI, batch jobs, sr-eval and the benchmarks load a model: a shipped
+    name and a file of it load the same weights, and a model of the wrong task is refused either way."""
+    import torch
+
+    model, data = modelref.load_model("sr-x4-pixel", "upscale", "cpu", scale=4)
+    (tmp_path / "m.pt").write_bytes(data)
+    again, _ = modelref.load_model(str(tmp_path / "m.pt"), "upscale", "cpu")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(ValueError, match=r"--model sr-x4-pixel holds a 'sr' network, which cannot stylize"):
+        modelref.load_model("sr-x4-pixel", "stylize")
+    with pytest.raises(ValueError, match=r"--scale 8: the model .*m.pt upscales x4"):
+        modelref.checked_bytes(str(tmp_path / "m.pt"), "upscale", 8)
+    with pytest.raises(ValueError, match=r"--model srcnn-x4 is an SRCNN, which needs --scale"):
+        modelref.checked_bytes("srcnn-x4", "upscale")
+    assert modelref.checked_bytes("srcnn-x4", "upscale", modelref.scale_from_name("srcnn-x4"))[1]["arch"] == "srcnn"

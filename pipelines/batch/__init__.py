@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from .files import filesystem, put_atomic
 from .keys import output_key, safe_key
-from .runner import _checkpoint_bytes, fused, main, run_batch
-from .settings import BatchSpec, default_tile
+from .runner import _checkpoint_bytes, fused, run_batch
+from .settings import BatchSpec
 from .sources import MAX_MEMBER_BYTES, plan
 from .summary import FAILURES, SUMMARY, Summary
 from .workers import _writable
 
-__all__ = ["FAILURES", "MAX_MEMBER_BYTES", "SUMMARY", "BatchSpec", "Summary", "default_tile", "filesystem", "fused",
-           "main", "output_key", "plan", "put_atomic", "run_batch", "safe_key",
+__all__ = ["FAILURES", "MAX_MEMBER_BYTES", "SUMMARY", "BatchSpec", "Summary", "filesystem", "fused",
+           "output_key", "plan", "put_atomic", "run_batch", "safe_key",
            "_checkpoint_bytes", "_writable"]  # the last two: tests reach them through the package

@@ -15,14 +15,12 @@ from .rows import records
 from .settings import BatchSpec
 from .sinks import prepare_output, write_rows
 from .sources import plan, read_rows
-from .summary import FAILURES, Summary, finish
+from .summary import Summary, finish
 from .workers import FusedWorker, Predictor, process
 
 
 def _checkpoint_bytes(spec: BatchSpec) -> bytes:
-    from perceptual_core.checkpoint import read_checkpoint
-
-    from ..modelref import check_task, checkpoint_bytes
+    from ..modelref import checked_bytes
 
     if spec.model.startswith("models:/") and spec.require_promoted:
         from ..promote import unservable
@@ -31,12 +29,7 @@ def _checkpoint_bytes(spec: BatchSpec) -> bytes:
         if why:
             raise ValueError(f"--model {spec.model}: {why}; batch jobs serve promoted versions only "
                              f"(`perceptual promote NAME`, or --allow-unpromoted for a trial run)")
-    data = checkpoint_bytes(spec.model)
-    cfg = read_checkpoint(spec.model, data)["config"]  # fail here, once, not in every actor
-    check_task(cfg, spec.model, spec.kind, spec.scale)
-    if cfg.get("arch") == "srcnn" and not spec.scale:
-        raise ValueError(f"--model {spec.model} is an SRCNN, which needs --scale")
-    return data
+    return checked_bytes(spec.model, spec.kind, spec.scale)[0]  # fail here, once, not in every actor
 
 
 def run_batch(spec: BatchSpec, *, engine: str = "ray", progress: bool = True) -> Summary:
@@ -157,14 +150,3 @@ def _write_stage(batch, spec: BatchSpec):
     import pandas as pd
 
     return pd.DataFrame(write_rows(batch.to_dict("records"), spec))
-
-
-def main(argv: list[str] | None = None, **overrides) -> int:
-    """`perceptual batch stylize|upscale`: 0 all done, 1 some inputs failed, 2 bad arguments."""
-    engine = overrides.pop("engine", None) or "ray"
-    spec = BatchSpec.from_params(**overrides)
-    summary = run_batch(spec, engine=engine)
-    print(summary.text(), file=sys.stderr)
-    if summary.failed:
-        print(f"failures listed in {spec.output.rstrip('/')}/{FAILURES}", file=sys.stderr)
-    return 1 if summary.failed else 0

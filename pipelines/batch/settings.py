@@ -5,13 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import config
+from ..settings import BatchSettings, InferenceSettings, plain
 from .keys import SAVE_EXT
-
-
-def default_tile(kind: str | None) -> int:
-    """params' tile for a job of this kind: upscaling tiles by output pixels (sr_blocks.py), so it has its own."""
-    sec = config.section("batch")
-    return sec["upscale_tile"] if kind == "upscale" else sec["tile"]
 
 
 @dataclass
@@ -38,7 +33,7 @@ class BatchSpec:
     endpoint: str | None = None  # S3-compatible endpoint (else AWS_ENDPOINT_URL)
     device: str = "auto"
     # inference engine in each actor (params: inference; perceptual_core/engines/); `engine` of
-    # run_batch/main is the job runner (ray | local)
+    # run_batch is the job runner (ray | local)
     model_engine: str = "auto"
     precision: str = "auto"
     engine_verify: bool = True
@@ -48,14 +43,12 @@ class BatchSpec:
 
     @classmethod
     def from_params(cls, **kw) -> BatchSpec:
-        sec = dict(config.section("batch"))
-        sec["fmt"] = sec.pop("format", "png")
-        sec.pop("upscale_tile", None)
-        sec["tile"] = default_tile(kw.get("kind"))
-        inf = config.section("inference")
-        sec.update(model_engine=inf["engine"], precision=inf["precision"], engine_verify=inf["verify"],
-                   engine_tolerance=inf["tolerance"],
-                   engine_cache=str(config.resolve(inf["onnx_cache"])) if inf.get("onnx_cache") else None)
+        """params' BatchSettings and InferenceSettings under the job's own options ``kw`` (None: not given)."""
+        bs, inf = config.load(BatchSettings), config.load(InferenceSettings)
+        sec = {k: v for k, v in plain(bs).items() if k not in ("format", "upscale_tile")}
+        sec.update(fmt=bs.format, tile=bs.tile_for(kw.get("kind")), model_engine=inf.engine, precision=inf.precision,
+                   engine_verify=inf.verify, engine_tolerance=plain(inf.tolerance) or None,
+                   engine_cache=str(config.resolve(inf.onnx_cache)) if inf.onnx_cache else None)
         sec.update({k: v for k, v in kw.items() if v is not None})
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in sec.items() if k in known})

@@ -13,19 +13,18 @@ CHAMPION = "champion"  # also judged when the benchmark's alias is another (the 
 
 def registry_model(name: str, alias: str):
     """(model, ModelVersion) for models:/name@alias, or (None, reason) when there is none. The model
-    is loaded as every command loads one (pipelines.modelref), pinned to the version the alias
-    pointed at when judged."""
-    from perceptual_core.checkpoint import load_model
-
+    is loaded and checked as every command loads one (pipelines.modelref.load_model), pinned to the
+    version the alias pointed at when judged."""
     from .. import modelref, tracking
 
     try:
         mv = tracking.get_version(name, alias)
         ref = f"models:/{name}/{mv.version}"
-        data = modelref.checkpoint_bytes(ref)
+        kind = "stylize" if name.startswith("style-") else "upscale"
+        model, _ = modelref.load_model(ref, kind, "cpu", scale=modelref.scale_from_name(name))
     except ValueError as e:
         return None, str(e)
-    return load_model(ref, "cpu", data=data), mv
+    return model, mv
 
 
 def champion_beside(name: str, alias: str, mv) -> tuple | None:

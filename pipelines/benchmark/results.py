@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 from .. import config
+from ..log import get
+from ..settings import BenchmarkSettings
 
 # The full results under benchmark.out_dir (what the report reads); the metrics files hold the headline.
 SR_RESULTS, STYLE_RESULTS = "sr_results.json", "style_results.json"
@@ -19,7 +21,8 @@ HEADLINE_SET, HEADLINE_SCALE = "Set5", "x4"  # benchmark_sr's headline row, wher
 
 
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """A benchmark stage's progress line: the `perceptual.benchmark` logger, INFO."""
+    get("benchmark").info(msg)
 
 
 def progress(it, desc: str):
@@ -33,8 +36,8 @@ def config_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def out_dirs(b: dict) -> tuple[Path, Path, Path]:
-    out, met, plots = (config.resolve(b[k]) for k in ("out_dir", "metrics_dir", "plots_dir"))
+def out_dirs(b: BenchmarkSettings) -> tuple[Path, Path, Path]:
+    out, met, plots = (config.resolve(d) for d in (b.out_dir, b.metrics_dir, b.plots_dir))
     for d in (out, met, plots):
         d.mkdir(parents=True, exist_ok=True)
     return out, met, plots

@@ -12,6 +12,9 @@ import numpy as np
 import torch
 
 from .. import config
+from ..settings import InferenceSettings, plain
+from ..settings.bench import SpeedSettings
+from ..settings.train import StyleTrainSettings
 from .inputs import _data_path
 from .results import log
 
@@ -46,18 +49,17 @@ def _time_gatys(content, style, net, timed: int, kw: dict) -> tuple[float, float
     return float(steps[0]), float(np.median(steps[1:]))
 
 
-def _engine(model, sp: dict):
+def _engine(model, sp: SpeedSettings, inf: InferenceSettings):
     """What `perceptual stylize` runs (params' inference section, or `benchmark.speed.engine`), verified."""
     from perceptual_core.engines import build_engine
 
-    inf = config.section("inference")
-    return build_engine(model, sp.get("engine") or inf["engine"], inf["precision"], verify=inf["verify"],
-                        tolerance=inf.get("tolerance"), cache_dir=config.resolve(inf["onnx_cache"])
-                        if inf.get("onnx_cache") else None)
+    return build_engine(model, sp.engine or inf.engine, inf.precision, verify=inf.verify,
+                        tolerance=plain(inf.tolerance) or None, cache_dir=config.resolve(inf.onnx_cache)
+                        if inf.onnx_cache else None)
 
 
-def measure_speed(first_model, objectives: dict, photo: Path, net, gkw: dict, sp: dict,
-                  tr: dict) -> tuple[dict, list[dict], dict]:
+def measure_speed(first_model, objectives: dict, photo: Path, net, gkw: dict, sp: SpeedSettings,
+                  tr: StyleTrainSettings, inf: InferenceSettings) -> tuple[dict, list[dict], dict]:
     """({speed, speed_model, engine}: the results' part, the plots rows, the bench.speed.* metrics).
     The first style model (or the configured architecture, untrained: speed does not depend on
     weights) on ``photo`` resized to N x N; Gatys on the first job's objective, as scored for quality."""
@@ -65,22 +67,21 @@ def measure_speed(first_model, objectives: dict, photo: Path, net, gkw: dict, sp
     from perceptual_core.networks import build_model
 
     arch = "trained" if first_model is not None else "untrained (no registered style model)"
-    model = first_model if first_model is not None else build_model(dict(arch="transform", **tr["network"])).eval()
-    engine = _engine(model, sp)
-    weights, style_path = objectives[tr["jobs"][0]] if tr["jobs"] else ({}, None)
-    style_img = load_image(style_path or _data_path(tr["styles"][next(iter(tr["styles"]))])).to_tensor()
+    model = first_model if first_model is not None else build_model(dict(arch="transform", **plain(tr.network))).eval()
+    engine = _engine(model, sp, inf)
+    weights, style_path = objectives[tr.jobs[0]] if tr.jobs else ({}, None)
+    style_img = load_image(style_path or _data_path(tr.styles[next(iter(tr.styles))])).to_tensor()
     gatys_opts = {**gkw, **{f"{k}_weight": v for k, v in weights.items()}}  # the objective scored for quality
     src = load_image(photo).to_tensor()
     speed, srows, bench = {}, [], {}
-    g_iters = sorted(int(i) for i in sp["gatys_iters"])
-    timed = int(sp["gatys_timed_iters"])
-    for size in sp["sizes"]:
-        size = int(size)
+    g_iters = sorted(sp.gatys_iters)
+    timed = sp.gatys_timed_iters
+    for size in sp.sizes:
         x = _square(src, size)
-        ff = _time_ff(engine, x[None], int(sp["repeats"]))
-        plain = _time_ff(model, x[None], int(sp["repeats"]))
+        ff = _time_ff(engine, x[None], sp.repeats)
+        eager = _time_ff(model, x[None], sp.repeats)
         setup, per_iter = _time_gatys(x, style_img, net, timed, gatys_opts)
-        e = {"ours_s": ff, "plain_eager_s": plain, "gatys_setup_s": setup, "gatys_iter_s": per_iter, "gatys_timed_iters": timed}
+        e = {"ours_s": ff, "plain_eager_s": eager, "gatys_setup_s": setup, "gatys_iter_s": per_iter, "gatys_timed_iters": timed}
         srows.append({"size": size, "method": "ours", "iterations": 0, "seconds": round(ff, 5), "measured": True,
                       "speedup": 1.0, "paper_seconds": PAPER_SPEED.get(size, {}).get("ours", "")})
         for n in g_iters:

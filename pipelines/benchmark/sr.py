@@ -4,6 +4,7 @@ the VGG feature distance to the HR image, beside the published anchors the rows 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -11,8 +12,10 @@ import numpy as np
 import torch
 
 from .. import config
+from ..settings import BenchmarkSettings, DegradationSettings, plain
+from ..settings.bench import BenchSRSettings, CropSettings
 from . import sr_methods
-from .inputs import _data_path, settings, sr_sets
+from .inputs import _data_path, sr_sets
 from .registry import log_to_versions, versions
 from .results import SR_RESULTS, config_hash, log, out_dirs, progress, sr_headline, write_stage
 
@@ -23,35 +26,36 @@ PUBLISHED = {("bicubic", "Set5", 4): (28.42, 0.8101), ("bicubic", "Set14", 4): (
              ("bicubic", "BSD100", 4): (25.96, 0.6672), ("srcnn-official", "Set5", 4): (30.48, 0.8628)}
 
 
-def _blur_lr(hr: np.ndarray, scale: int, deg: dict) -> np.ndarray:
+def _blur_lr(hr: np.ndarray, scale: int, deg: DegradationSettings) -> np.ndarray:
     """The paper's LR: Gaussian blur then MATLAB bicubic, float64 in [0,1] (as LR made from HR is)."""
     from perceptual_core.resize import degrade
 
     x = torch.from_numpy(hr.astype(np.float64) / 255.0).permute(2, 0, 1)[None]
-    y = degrade(x, scale, float(deg["blur_sigma"]), float(deg.get("blur_truncate", 3.0)))
+    y = degrade(x, scale, deg.blur_sigma, deg.blur_truncate)
     return y[0].permute(1, 2, 0).numpy()
 
 
-def _pairs(set_name: str, hr_dir: Path | list[Path], scale: int, sr: dict) -> dict[str, list]:
+def _pairs(set_name: str, hr_dir: Path | list[Path], scale: int, sr: BenchSRSettings,
+           deg: DegradationSettings | None = None) -> dict[str, list]:
     """protocol -> pairs. The HR images (a folder, or the files of a builtin-photo set) are read once
-    per set and scale; the blurred LR is made from them (the standard LR: the set's files where
-    present, else MATLAB bicubic from HR, as for every builtin-photo set)."""
+    per set and scale; the blurred LR is made from them with ``deg`` (None: params' degradation) (the
+    standard LR: the set's files where present, else MATLAB bicubic from HR, as for every builtin-photo set)."""
     from perceptual_core import sr_eval as ev
 
-    unknown = [p for p in sr["protocols"] if p not in PROTOCOLS]
+    unknown = [p for p in sr.protocols if p not in PROTOCOLS]
     if unknown:
         raise ValueError(f"benchmark.sr.protocols: unknown {unknown}; choose from {PROTOCOLS}")
-    lr_dir = _data_path(sr["lr_files"].format(set=set_name, scale=scale)) \
-        if sr.get("lr_files") and not isinstance(hr_dir, list) else None
+    lr_dir = _data_path(sr.lr_files.format(set=set_name, scale=scale)) \
+        if sr.lr_files and not isinstance(hr_dir, list) else None
     base = ev.load_pairs(hr_dir, scale, lr_dir if lr_dir is not None and lr_dir.is_dir() else None)
-    if sr.get("max_images"):
-        base = base[: int(sr["max_images"])]
+    if sr.max_images:
+        base = base[: sr.max_images]
     out = {}
-    for protocol in sr["protocols"]:
+    for protocol in sr.protocols:
         if protocol == "standard":
             out[protocol] = base
         else:
-            deg = config.section("degradation")
+            deg = deg or config.load(DegradationSettings)
             out[protocol] = [ev.Pair(p.name, p.hr, _blur_lr(p.hr, scale, deg)) for p in base]
     return out
 
@@ -109,26 +113,24 @@ def _save_crop(out: Path, scale: int, mid: str, label: str, p, img: np.ndarray, 
             "psnr_y": round(m["psnr_y"], 2), "ssim_y": round(m["ssim_y"], 4)}
 
 
-def _table(sets: dict, sr: dict, alias: str, vgg, crop: dict, out: Path, judged: dict,
-           missing: list) -> tuple[dict, list[dict], list[dict]]:
+def _table(sets: dict, sr: BenchSRSettings, deg: DegradationSettings, alias: str, vgg, crop: CropSettings, out: Path,
+           judged: dict, missing: list) -> tuple[dict, list[dict], list[dict]]:
     """({x<scale>: {set: {protocol: {method id: mean figures}}}}, the plots rows, the report's crops
     (``crop``: its set and image, on the primary protocol, saved under ``out``)."""
     from perceptual_core.io import save_image
 
-    layers = tuple(sr.get("vgg_layers") or ())  # empty: no perceptual-distance column
+    layers = tuple(sr.vgg_layers)  # empty: no perceptual-distance column
     results: dict = {}
     rows, crops = [], []
-    for scale in sr["scales"]:
-        scale = int(scale)
+    for scale in sr.scales:
         methods = sr_methods.methods(scale, sr, alias, judged, missing)
         for set_name, hr_dir in sets.items():
-            for protocol, pairs in _pairs(set_name, hr_dir, scale, sr).items():
-                crop_name = crop.get("image") or pairs[0].name
+            for protocol, pairs in _pairs(set_name, hr_dir, scale, sr, deg).items():
+                crop_name = crop.image or pairs[0].name
 
                 def keep(mid, label, p, out_img, m, set_name=set_name, protocol=protocol, crop_name=crop_name):
-                    if crop.get("set") == set_name and p.name == crop_name and protocol == sr["primary"]:
-                        crops.append(_save_crop(out, scale, mid, label, p, out_img, m, int(crop.get("size", 128)),
-                                                save_image))
+                    if crop.set == set_name and p.name == crop_name and protocol == sr.primary:
+                        crops.append(_save_crop(out, scale, mid, label, p, out_img, m, crop.size, save_image))
 
                 per_m = score_pairs(methods, pairs, scale, vgg, layers,
                                     f"x{scale} {set_name} {protocol} ({len(methods)} methods)", on_image=keep)
@@ -170,12 +172,12 @@ def _version_metrics(judged: dict, results: dict, primary: str) -> dict[str, dic
     return per_model
 
 
-def run_sr(alias: str | None = None, dirs: dict | None = None) -> dict:
-    """Stage benchmark_sr: the table's files, and its figures logged to the judged versions' runs."""
+def run_sr(b: BenchmarkSettings) -> dict:
+    """Stage benchmark_sr with settings ``b`` (inputs.settings): the table's files, and its figures
+    logged to the judged versions' runs."""
     from .. import embedded
 
-    b = settings(alias, dirs)
-    sr = b["sr"]
+    sr, deg = b.sr, config.load(DegradationSettings)
     sets, not_measured = sr_sets(sr)  # before any slow work
     data = embedded.describe()
     log(f"benchmark_sr: data: {data}")
@@ -186,24 +188,23 @@ def run_sr(alias: str | None = None, dirs: dict | None = None) -> dict:
                                 f"{'; '.join(m['set'] + ': ' + m['reason'] for m in not_measured)}")
     out, met, plots = out_dirs(b)
     vgg = config.loss_network()
-    crop = dict(sr.get("crop") or {})
-    if crop.get("set") not in sets:  # the report's crops come from a set this run measures
-        log(f"benchmark_sr: report crops from {next(iter(sets))} ({crop.get('set')} is not measured)")
-        crop.update(set=next(iter(sets)), image=None)
-    cfg = config_hash({"sr": sr, "degradation": config.section("degradation"), "vgg": vgg.info.sha256,
-                       "measured": list(sets)})
+    crop = sr.crop or CropSettings(set="")  # none given: from the first set measured
+    if crop.set not in sets:  # the report's crops come from a set this run measures
+        log(f"benchmark_sr: report crops from {next(iter(sets))} ({crop.set or None} is not measured)")
+        crop = dataclasses.replace(crop, set=next(iter(sets)), image=None)
+    cfg = config_hash({"sr": plain(sr), "degradation": plain(deg), "vgg": vgg.info.sha256, "measured": list(sets)})
     judged: dict = {}
     missing: list = []
     t0 = time.perf_counter()
-    results, rows, crops = _table(sets, sr, b["alias"], vgg, crop, out, judged, missing)
+    results, rows, crops = _table(sets, sr, deg, b.alias, vgg, crop, out, judged, missing)
     labels = {f"x{r['scale']}/{r['method']}": r["label"] for r in rows}
     by_name = {n: mv for (n, _), mv in judged.items()}
-    doc = {"alias": b["alias"], "config": cfg, "seconds": round(time.perf_counter() - t0, 1), "labels": labels,
+    doc = {"alias": b.alias, "config": cfg, "seconds": round(time.perf_counter() - t0, 1), "labels": labels,
            "versions": versions(by_name), "missing": missing, "results": results,
            "data": data, "not_measured": not_measured}
-    write_stage((out, met, plots), "sr", doc, sr_headline(doc, sr["primary"]), {"benchmark_sr.csv": rows},
+    write_stage((out, met, plots), "sr", doc, sr_headline(doc, sr.primary), {"benchmark_sr.csv": rows},
                 ("sr_crops.json", crops))
-    log_to_versions(by_name, _version_metrics(judged, results, sr["primary"]), cfg)
+    log_to_versions(by_name, _version_metrics(judged, results, sr.primary), cfg)
     log(f"benchmark_sr: {len(rows)} rows in {doc['seconds']} s -> {out / SR_RESULTS}, "
         f"{plots / 'benchmark_sr.csv'} (headline: {met / 'benchmark_sr.json'})")
     return doc

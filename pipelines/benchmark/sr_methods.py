@@ -5,6 +5,7 @@ method without weights at a scale is a "not measured" entry, never a missing col
 from __future__ import annotations
 
 from .. import jobname
+from ..settings.bench import BenchSRSettings
 from .inputs import _data_path, _not_measured
 from .registry import CHAMPION, champion_beside, registry_model
 from .results import log
@@ -24,14 +25,14 @@ def _srcnn_then_bicubic(net, scale: int, native: int):
     return run
 
 
-def methods(scale: int, sr: dict, alias: str, judged: dict, missing: list) -> dict:
+def methods(scale: int, sr: BenchSRSettings, alias: str, judged: dict, missing: list) -> dict:
     """method id -> (label, fn). Adds each judged version to ``judged`` ({(label name, its scale): version})
     and each method not measured to ``missing``."""
     from perceptual_core import sr_eval as ev
     from perceptual_core.srcnn import load_srcnn_mat
 
     out = {"bicubic": ("bicubic", ev.bicubic_method(scale))}
-    off = {int(k): v for k, v in (sr.get("srcnn_official") or {}).items()}
+    off = dict(sr.srcnn_official)
     native = scale if scale in off else max((s for s in off if scale % s == 0), default=None)
     if native and not _data_path(off[native]).is_file():
         nm = _not_measured(f"benchmark.sr.srcnn_official.{native}", off[native], _data_path(off[native]))

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from .. import config, jobname
-from .inputs import settings, style_content
+from ..settings import BenchmarkSettings, InferenceSettings, LossesSettings, TrainSettings, plain
+from .inputs import style_content
 from .registry import judged_models, log_to_versions, versions
 from .results import STYLE_RESULTS, config_hash, log, out_dirs, progress, style_headline, write_stage
 from .speed import measure_speed
@@ -114,16 +115,16 @@ def _score_models(found: list, objectives: dict, photos: list, net, iters: list[
     return quality, qrows, images, per_model
 
 
-def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
-    """Stage benchmark_style: the quality and speed tables' files, and their figures logged to the
-    judged versions' runs."""
+def run_style(b: BenchmarkSettings) -> dict:
+    """Stage benchmark_style with settings ``b`` (inputs.settings): the quality and speed tables'
+    files, and their figures logged to the judged versions' runs."""
     from perceptual_core.inference import resize_longer
     from perceptual_core.io import load_image
 
     from .. import embedded
 
-    b = settings(alias, dirs)
-    st, sp = b["style"], b["speed"]
+    st, sp = b.style, b.speed
+    ls, tr, inf = config.load(LossesSettings), config.load(TrainSettings).style, config.load(InferenceSettings)
     content, not_measured = style_content(st)  # before any slow work
     data = embedded.describe()
     log(f"benchmark_style: data: {data}; content photos: {', '.join(p.name for p in content)}")
@@ -131,27 +132,26 @@ def run_style(alias: str | None = None, dirs: dict | None = None) -> dict:
         log(f"benchmark_style: content photo {m['photo']}: {m['reason']} ({m['path']} is not there)")
     out, met, plots = out_dirs(b)
     net = config.loss_network()
-    ls, tr = config.section("losses"), config.section("train")["style"]
     gkw = config.gatys_kwargs()
-    iters = sorted(int(i) for i in st["gatys_iters"])
-    objectives = {job: style_objective(job) for job in tr["jobs"]}
-    cfg = config_hash({"style": st, "losses": ls, "gatys": {k: gkw[k] for k in ("optimizer", "init")},
+    iters = sorted(st.gatys_iters)
+    objectives = {job: style_objective(job) for job in tr.jobs}
+    cfg = config_hash({"style": plain(st), "losses": plain(ls), "gatys": {k: gkw[k] for k in ("optimizer", "init")},
                        "vgg": net.info.sha256, "weights": {j: w for j, (w, _) in objectives.items()},
                        "objective": "clamped-v2", "content": [p.name for p in content],  # the photos scored
                        "paintings": {j: Path(p).name for j, (_, p) in objectives.items()}})
     # bench.total_loss depends on all of these
-    photos = [(c.stem, resize_longer(load_image(c).to_tensor(), int(st["size"]))) for c in content]
+    photos = [(c.stem, resize_longer(load_image(c).to_tensor(), st.size)) for c in content]
     t0 = time.perf_counter()
-    found, missing = judged_models([f"style-{job}" for job in tr["jobs"]], b["alias"])
+    found, missing = judged_models([f"style-{job}" for job in tr.jobs], b.alias)
     for m in missing:
         log(f"benchmark_style: {m['model']}: skipped ({m['reason']})")
-    quality, qrows, images, per_model = _score_models(found, objectives, photos, net, iters, gkw, out, int(st["size"]))
-    speed, srows, bench = measure_speed(found[0][2] if found else None, objectives, content[0], net, gkw, sp, tr)
+    quality, qrows, images, per_model = _score_models(found, objectives, photos, net, iters, gkw, out, st.size)
+    speed, srows, bench = measure_speed(found[0][2] if found else None, objectives, content[0], net, gkw, sp, tr, inf)
     for metrics in per_model.values():
         metrics.update(bench)
     judged = {label: mv for label, mv, _ in found}
-    doc = {"alias": b["alias"], "config": cfg, "seconds": round(time.perf_counter() - t0, 1), "missing": missing,
-           "versions": versions(judged), "quality": quality, "size": int(st["size"]), "gatys_iters": iters, **speed,
+    doc = {"alias": b.alias, "config": cfg, "seconds": round(time.perf_counter() - t0, 1), "missing": missing,
+           "versions": versions(judged), "quality": quality, "size": st.size, "gatys_iters": iters, **speed,
            "device": "cpu", "threads": torch.get_num_threads(), "data": data,
            "content": [str(p) for p in content], "not_measured": not_measured,
            "style_images": {f"style-{j}": p for j, (_, p) in objectives.items()}}

@@ -12,10 +12,10 @@ model card); registry.py: `register` (the DVC stage register_release).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
+from ..log import get, setup
 from .checks import load_check
 from .params import release_params, settings, workdir
 from .publish import export
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the output folder of `scripts/gpu_train.sh run` (replaces the CPU-trained model)")
     sub.add_parser("register", help="register the shipped models as champion (idempotent)")
     a = ap.parse_args(argv)
+    setup()
     t0 = time.perf_counter()
     if a.cmd == "train":
         return train(a.job, a.resume)
@@ -47,5 +48,5 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "export":
         return run_stage(export, a.job, Path(a.from_gpu) if a.from_gpu else None)
     rc = run_stage(register)
-    print(f"release: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    get(__name__).info(f"release: done in {time.perf_counter() - t0:.1f} s")
     return rc

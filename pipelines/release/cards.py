@@ -109,7 +109,7 @@ def _sr_quality_lines(name: str, e: dict, peers: dict | None = None) -> list[str
     by = {(r["set"], r["protocol"], r["method"]): r for r in rows}
     keys = sorted({(r["set"], r["protocol"]) for r in rows})
     lines += ["", "The release bar:"]
-    bars = settings()["sr_quality"]["bars"]
+    bars = settings().sr_quality.bars
     if jobname.parse(name).kind == "srcnn":
         gap = float(bars["srcnn_within_db"])
         diffs = {k: by[(*k, "ours")]["psnr_y"] - by[(*k, "official")]["psnr_y"] for k in keys

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import config
+from ..settings.release import ReferenceSettings
 
 
 def fp16_psnr(model, half_model, photos) -> float:
@@ -23,7 +24,7 @@ def fp16_psnr(model, half_model, photos) -> float:
     return worst
 
 
-def reference_stats(model, ref: dict) -> dict:
+def reference_stats(model, ref: ReferenceSettings) -> dict:
     """Per-channel mean and std of the model's output on one real photo: the test that a later load
     of the shipped file (any loader, any machine) still computes the same network."""
     import torch
@@ -33,10 +34,10 @@ def reference_stats(model, ref: dict) -> dict:
 
     from perceptual_core.zoo import photo_input
 
-    x = resize_longer(load_image(config.data_dir() / ref["photo"]).to_tensor(), int(ref["size"]))
+    x = resize_longer(load_image(config.data_dir() / ref.photo).to_tensor(), int(ref.size))
     with torch.inference_mode():
         y = model(photo_input(model, x[None]))[0].clamp(0, 1)
-    return {"photo": ref["photo"], "size": int(ref["size"]), "mean": [round(v, 5) for v in y.mean(dim=(1, 2)).tolist()],
+    return {"photo": ref.photo, "size": int(ref.size), "mean": [round(v, 5) for v in y.mean(dim=(1, 2)).tolist()],
             "std": [round(v, 5) for v in y.std(dim=(1, 2)).tolist()]}
 
 

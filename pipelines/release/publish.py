@@ -4,11 +4,12 @@ manifest entry and model card; from the release training run or a GPU run's outp
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import config, jobname
+from ..log import get
+from ..settings import InferenceSettings
 from .cards import card
 from .checks import fp16_psnr, load_check, reference_stats
 from .params import settings
@@ -22,26 +23,26 @@ def export(job: str, from_gpu: Path | None = None) -> dict:
     from perceptual_core import zoo
 
     r = settings()
-    out = config.resolve(r["models_dir"])
+    out = config.resolve(r.models_dir)
     model, training = _gpu_trained(job, from_gpu) if from_gpu else _cpu_trained(job)
     iterations = training.pop("iterations")
-    q = r["quality"]
-    photos = _photos(q["content"], int(q["size"]))
+    q = r.quality
+    photos = _photos(q.content, int(q.size))
     out.mkdir(parents=True, exist_ok=True)
     f = out / f"{job}.safetensors"
-    sha = zoo.save_release(f, model, half=bool(r["half"]), meta={"job": job, "iterations": iterations})
+    sha = zoo.save_release(f, model, half=bool(r.half), meta={"job": job, "iterations": iterations})
     half_model = zoo.model_from_bytes(f.read_bytes(), str(f))  # as users will load it
-    bound = float(config.section("inference")["tolerance"]["fp16"]["min_psnr"])
+    bound = float(config.load(InferenceSettings).tolerance["fp16"]["min_psnr"])
     db = fp16_psnr(model, half_model, photos)
     if db < bound:
         f.unlink()
         raise ValueError(f"{job}: fp16 storage gives {db:.1f} dB < {bound} dB on the quality photos; set "
                          f"release.half: false")
     entry = {"file": f.name, "sha256": sha, "task": zoo.task_of(model.config), "card": f"{job}.md",
-             "bytes": f.stat().st_size, "storage": "fp16" if r["half"] else "fp32", "fp16_psnr_db": round(db, 2),
+             "bytes": f.stat().st_size, "storage": "fp16" if r.half else "fp32", "fp16_psnr_db": round(db, 2),
              "config": dict(model.config), "iterations": iterations, "training": training,
              "released": datetime.now(timezone.utc).date().isoformat()}
-    entry["reference"] = reference_stats(half_model, r["reference"])
+    entry["reference"] = reference_stats(half_model, r.reference)
     if entry["task"] == "stylize":
         entry.update(_style_release_info(job, half_model, photos, q, out))
     else:
@@ -50,7 +51,7 @@ def export(job: str, from_gpu: Path | None = None) -> dict:
                                          config.data_dir())
     _write_manifest(out, job, entry)
     (out / entry["card"]).write_text(card(job, entry, json.loads((out / "MANIFEST.json").read_text())["models"]))
-    print(f"release: wrote {f} ({entry['bytes']:,} bytes, sha256 {sha}); fp16 storage {db:.1f} dB", file=sys.stderr)
+    get(__name__).info(f"release: wrote {f} ({entry['bytes']:,} bytes, sha256 {sha}); fp16 storage {db:.1f} dB")
     return entry
 
 

@@ -2,9 +2,12 @@
 (style), or benchmark_sr's protocol against bicubic and the official SRCNN (SR), with a sample image."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from .. import config, jobname
+from ..settings import BenchmarkSettings, DegradationSettings, plain
+from ..settings.release import QualitySettings
 from .params import settings
 
 
@@ -15,7 +18,7 @@ def _photos(paths: list[str], size: int) -> list:
     return [(Path(p).stem, resize_longer(load_image(config.data_dir() / p).to_tensor(), size)) for p in paths]
 
 
-def _style_release_info(job: str, model, photos, q: dict, out: Path) -> dict:
+def _style_release_info(job: str, model, photos, q: QualitySettings, out: Path) -> dict:
     from perceptual_core.io import load_image, save_image
 
     from ..benchmark import style_objective
@@ -31,8 +34,8 @@ def _style_release_info(job: str, model, photos, q: dict, out: Path) -> dict:
     with torch.inference_mode():
         save_image(sample, model(photos[0][1][None])[0].clamp(0, 1))
     return {"style_image": Path(style_path).name, "objective_weights": weights,
-            "provenance": (settings().get("provenance") or {}).get(name.removesuffix("_fast")),
-            "quality": {"size": int(q["size"]), "photos": [n for n, _ in photos], "mean": quality, "rows": rows},
+            "provenance": settings().provenance.get(name.removesuffix("_fast")),
+            "quality": {"size": int(q.size), "photos": [n for n, _ in photos], "mean": quality, "rows": rows},
             "sample": sample.relative_to(out).as_posix()}
 
 
@@ -46,49 +49,49 @@ def _sr_release_info(job: str, model, out: Path) -> dict:
 
     from ..benchmark import _crop_box, _data_path, _pairs, score_pairs
 
-    q, bsr = settings()["sr_quality"], config.section("benchmark")["sr"]
+    q, bsr = settings().sr_quality, config.load(BenchmarkSettings).sr
     scale = jobname.parse(job).scale
-    layers = tuple(bsr.get("vgg_layers") or ())
+    layers = tuple(bsr.vgg_layers)
     srcnn = model.config["arch"] == "srcnn"
     net = ev.srcnn_method(model, scale) if srcnn else ev.network_method(model, scale)
     methods = {"bicubic": ("bicubic", ev.bicubic_method(scale)), "ours": ("this network", net)}
-    official = (bsr.get("srcnn_official") or {}).get(scale) if srcnn else None
+    official = bsr.srcnn_official.get(scale) if srcnn else None
     if official:  # a retrained SRCNN is judged against the official weights (benchmark.sr.srcnn_official)
         from perceptual_core.srcnn import load_srcnn_mat
 
         methods["official"] = ("SRCNN, official weights", ev.srcnn_method(load_srcnn_mat(_data_path(official)), scale))
     vgg = config.loss_network() if layers else None
-    smp = q.get("sample") or {}
+    smp = q.sample
     rows, tiles = [], {}
 
     def keep(mid, label, p, img, m):
-        if p.name == smp.get("image"):
-            y0, x0, s = _crop_box(p.hr, int(smp.get("size", 128)))
+        if p.name == smp.image:
+            y0, x0, s = _crop_box(p.hr, int(smp.size))
             tiles[mid], tiles["hr"] = img[y0:y0 + s, x0:x0 + s], p.hr[y0:y0 + s, x0:x0 + s]
 
-    for set_name in q["sets"]:
-        sr = {**bsr, "max_images": None}
-        for protocol, pairs in _pairs(set_name, _data_path(bsr["sets"][set_name]), scale, sr).items():
-            sample = set_name == smp.get("set") and protocol == bsr["primary"]  # the strip's image
+    sr, deg = dataclasses.replace(bsr, max_images=None), config.load(DegradationSettings)  # every image of the set
+    for set_name in q.sets:
+        for protocol, pairs in _pairs(set_name, _data_path(bsr.sets[set_name]), scale, sr, deg).items():
+            sample = set_name == smp.set and protocol == bsr.primary  # the strip's image
             per = score_pairs(methods, pairs, scale, vgg, layers, f"release x{scale} {set_name} {protocol}",
                               on_image=keep if sample else None)
             for mid, (label, _) in methods.items():
                 mean = {k: round(float(np.mean([r[k] for r in per[mid]])), 5) for k in per[mid][0]}
                 rows.append({"set": set_name, "protocol": protocol, "method": mid, "images": len(per[mid]), **mean})
-    info = {"quality": {"scale": scale, "sets": list(q["sets"]), "primary": bsr["primary"], "rows": rows,
-                        "degradation": config.section("degradation")}}
+    info = {"quality": {"scale": scale, "sets": list(q.sets), "primary": bsr.primary, "rows": rows,
+                        "degradation": plain(deg)}}
     if {"bicubic", "ours", "hr"} <= tiles.keys():
         import torch
 
         strip = np.concatenate([tiles["bicubic"], tiles["ours"], tiles["hr"]], axis=1)
-        f = out / "samples" / f"{job}_{smp['set']}_{smp['image']}.png"
+        f = out / "samples" / f"{job}_{smp.set}_{smp.image}.png"
         save_image(f, torch.from_numpy(strip.astype(np.float32) / 255.0).permute(2, 0, 1))
         info["sample"] = f.relative_to(out).as_posix()
     return info
 
 
-def style_quality(model, style_img, weights, photos, net, q):
+def style_quality(model, style_img, weights, photos, net, q: QualitySettings):
     from ..benchmark import style_quality as score
 
-    return score(model, style_img, weights, photos, net, iters=sorted(int(i) for i in q["gatys_iters"]),
+    return score(model, style_img, weights, photos, net, iters=sorted(int(i) for i in q.gatys_iters),
                  gatys_opts=config.gatys_kwargs(), progress_desc="release quality")

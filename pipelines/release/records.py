@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from .. import config, jobname
+from ..settings import TrainSettings, build
 from .params import release_params, settings, workdir
 
 
@@ -19,7 +20,7 @@ def _cpu_trained(job: str) -> tuple:
     meta = read_checkpoint(ckpt)["meta"]
     summary = json.loads((jdir / "metrics.json").read_text())
     p = config.read_params(workdir() / "params.yaml")  # what the model was trained with
-    return model, {"command": f"python -m pipelines.release train {job}", "data": settings()["data"],
+    return model, {"command": f"python -m pipelines.release train {job}", "data": list(settings().data),
                    "iterations": summary["iterations"], "wall_seconds": training_seconds(jdir),
                    "iterations_per_s": summary.get("iterations_per_s"), "loss_start": summary.get("loss_start"),
                    "loss_end": summary.get("loss_end"), "mlflow_run_id": meta.get("run_id"),
@@ -49,7 +50,7 @@ def _gpu_trained(job: str, folder: Path) -> tuple:
     j = jobname.parse(job)
     name = j.style if j.kind == "style" else job  # the script takes a style's name or an SR job's
     return model, {"command": f"scripts/gpu_train.sh pack {name}; scripts/gpu_train.sh run {name}",
-                   "device": g["device"], "torch": g["torch"], "data": settings()["data"],
+                   "device": g["device"], "torch": g["torch"], "data": list(settings().data),
                    "iterations": g["iterations"], "wall_seconds": g["train_seconds"],
                    "iterations_per_s": g["iterations_per_s"],
                    "loss_start": {k: v for k, v in (reports[0] if reports else {}).items() if k.startswith("loss_")},
@@ -90,5 +91,6 @@ def _job_params(p: dict, job: str) -> dict:
             keep.pop("feat_layer", None), keep.pop("tv_weight", None)
     from ..train import job_lr
 
-    keep.update(lr=job_lr(s, t, j.key), workers=t["ray"]["num_workers"], seed=t["seed"])
+    ts = build(TrainSettings, t, "release params: train")  # the params the model was trained with
+    keep.update(lr=job_lr(ts.kind(kind), ts, j.key), workers=ts.ray.num_workers, seed=ts.seed)
     return keep

@@ -3,9 +3,9 @@ by its tag), so `promote` judges `dvc repro`'s quick challenger against the rele
 from __future__ import annotations
 
 import json
-import sys
 
 from .. import config
+from ..log import get
 from .params import settings
 
 RELEASE_TAG = "release.sha256"
@@ -19,7 +19,7 @@ def register() -> list[dict]:
 
     done = []
     client = tracking._client()
-    for e in zoo.entries(config.resolve(settings()["models_dir"])):
+    for e in zoo.entries(config.resolve(settings().models_dir)):
         existing = [v for v in client.search_model_versions(f"name='{e.name}'")
                     if v.tags.get(RELEASE_TAG) == e.sha256]
         if existing:
@@ -34,8 +34,8 @@ def register() -> list[dict]:
             tracking.set_alias(e.name, "champion", mv.version)
         done.append({"model": e.name, "version": str(mv.version), "state": state,
                      "champion": str(client.get_registered_model(e.name).aliases.get("champion"))})
-        print(f"release: {e.name} v{mv.version} {state}; champion v{done[-1]['champion']}", file=sys.stderr)
-    out = config.resolve(settings()["registered"])
+        get(__name__).info(f"release: {e.name} v{mv.version} {state}; champion v{done[-1]['champion']}")
+    out = config.resolve(settings().registered)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps([{k: v for k, v in d.items() if k != "state"} for d in done], indent=1) + "\n")
     return done

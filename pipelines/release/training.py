@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from .. import config, jobname
+from ..log import get
 from .params import release_params, workdir
 
 
@@ -22,7 +23,7 @@ def _run_steps(steps: list[list[str]]) -> int:
     pfile.write_text(yaml.safe_dump(release_params(), sort_keys=False))
     env = {**os.environ, "PERCEPTUAL_PARAMS": str(pfile), "MLFLOW_TRACKING_URI": f"sqlite:///{wd / 'mlflow.db'}"}
     for cmd in steps:
-        print(f"release: {' '.join(cmd[1:])} (PERCEPTUAL_PARAMS={pfile})", file=sys.stderr, flush=True)
+        get(__name__).info(f"release: {' '.join(cmd[1:])} (PERCEPTUAL_PARAMS={pfile})")
         rc = subprocess.call([sys.executable, *cmd], env=env, cwd=config.ROOT)
         if rc:
             return rc

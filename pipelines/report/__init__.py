@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 
 from .. import config
+from ..log import setup
+from ..settings import BenchmarkSettings, ReportSettings
 from .history import schedule_run
 from .render import render
 from .tables import anchor_line, data_line, sr_tables
@@ -20,7 +22,9 @@ __all__ = ["add_args", "anchor_line", "data_line", "main", "render", "run_cli", 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="perceptual report", description="render the benchmark report")
     add_args(p)
-    return run_cli(p.parse_args(argv))
+    a = p.parse_args(argv)
+    setup()
+    return run_cli(a)
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -36,7 +40,7 @@ def run_cli(a) -> int:
         return 0
     from .. import promote
 
-    b = config.section("benchmark")
-    render(b, config.resolve(a.output or config.section("report")["out_dir"]),
-           promotion=config.resolve(promote.settings()["decisions"]))
+    b, r = config.load(BenchmarkSettings), config.load(ReportSettings)
+    render(b, config.resolve(a.output or r.out_dir),
+           promotion=config.resolve(promote.settings().decisions))
     return 0

@@ -4,7 +4,8 @@ from MLflow, and the scheduled runs' trends over the history. matplotlib is impo
 from __future__ import annotations
 
 import io
-import sys
+
+from ..log import get
 
 
 def _png(fig) -> bytes:
@@ -35,7 +36,7 @@ def loss_curves(versions: dict) -> bytes | None:
         try:
             hist = client.get_metric_history(v["run_id"], "loss_total")
         except Exception as e:  # a run deleted since: the report says so instead of failing
-            print(f"report: no loss curve for {name} v{v['version']}: {e}", file=sys.stderr)
+            get(__name__).warning(f"report: no loss curve for {name} v{v['version']}: {e}")
             continue
         if hist:
             pts = sorted((m.step, m.value) for m in hist)

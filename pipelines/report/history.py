@@ -4,11 +4,12 @@ metric to a Parquet history and render the report there with trend plots over th
 """
 from __future__ import annotations
 
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import config
+from ..log import get
+from ..settings import ReportSettings
 from .render import render
 from .sources import judged_versions
 
@@ -74,17 +75,18 @@ def schedule_run(alias: str | None = None) -> Path:
     """Benchmark the `champion` models into the schedule folder, append the history, render."""
     from .. import benchmark
 
-    r = config.section("report")
-    alias = alias or r["schedule_alias"]
-    root = config.resolve(r["schedule_dir"])
+    r = config.load(ReportSettings)
+    alias = alias or r.schedule_alias
+    root = config.resolve(r.schedule_dir)
     when = datetime.now(timezone.utc)
     run = when.strftime("%Y%m%dT%H%M%SZ")
     dirs = {"out_dir": str(root / "runs" / run), "metrics_dir": str(root / "runs" / run),
             "plots_dir": str(root / "runs" / run / "plots")}
-    print(f"scheduled benchmark {run}: models @{alias} -> {dirs['out_dir']}", file=sys.stderr)
-    sr = benchmark.run_sr(alias, dirs)
-    st = benchmark.run_style(alias, dirs)
-    hist = append_history(config.resolve(r["history"]), history_rows(sr, st, run, when.isoformat()))
-    keys = trend_keys(sr, st, config.section("benchmark")["sr"]["primary"])
-    return render(dirs, root, title=f"perceptual: scheduled benchmark ({alias} models)", history=hist,
+    get(__name__).info(f"scheduled benchmark {run}: models @{alias} -> {dirs['out_dir']}")
+    b = benchmark.settings(alias, dirs)
+    sr = benchmark.run_sr(b)
+    st = benchmark.run_style(b)
+    hist = append_history(config.resolve(r.history), history_rows(sr, st, run, when.isoformat()))
+    keys = trend_keys(sr, st, b.sr.primary)
+    return render(b, root, title=f"perceptual: scheduled benchmark ({alias} models)", history=hist,
                   trend_keys=keys)

@@ -4,10 +4,11 @@ training loss curves, promotion decisions, trends when there is a history, and t
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from .. import config, owned
+from ..log import get
+from ..settings import BenchmarkSettings
 from .doc import Doc
 from .figures import loss_curves, trend_plot
 from .sources import environment, judged_versions, load
@@ -60,14 +61,14 @@ def _style_section(d: Doc, st: dict, bout: Path) -> None:
         d.p("Not measured: " + "; ".join(f"{m['model']}: {m['reason']}" for m in st["missing"]))
 
 
-def render(bench_dirs: dict, out: Path, *, title: str = "perceptual: benchmark report", history=None,
+def render(bench: BenchmarkSettings, out: Path, *, title: str = "perceptual: benchmark report", history=None,
            trend_keys: list[str] | None = None, promotion: Path | None = None) -> Path:
-    """Write benchmark.html/.md under ``out`` from the benchmark outputs in ``bench_dirs`` (out_dir: as
-    params' benchmark section; the full results, not the headline DVC metrics) and the promotion
-    decisions in ``promotion`` (params promote.decisions), when given."""
+    """Write benchmark.html/.md under ``out`` from the benchmark outputs under ``bench.out_dir`` (the
+    full results, not the headline DVC metrics) and the promotion decisions in ``promotion`` (params
+    promote.decisions), when given."""
     from ..benchmark import SR_RESULTS, STYLE_RESULTS
 
-    bout = config.resolve(bench_dirs["out_dir"])
+    bout = config.resolve(bench.out_dir)
     sr, st = load(bout / SR_RESULTS), load(bout / STYLE_RESULTS)
     if sr is None and st is None:
         raise FileNotFoundError(f"no benchmark results in {bout} (run `dvc repro benchmark_sr benchmark_style`)")
@@ -107,5 +108,5 @@ def render(bench_dirs: dict, out: Path, *, title: str = "perceptual: benchmark r
     d.h(2, "Environment")
     d.table("where and with what this ran", ["item", "value"], [[k, str(v)] for k, v in env.items()])
     d.write(out, title)
-    print(f"report: {out / 'benchmark.html'} and {out / 'benchmark.md'}", file=sys.stderr)
+    get(__name__).info(f"report: {out / 'benchmark.html'} and {out / 'benchmark.md'}")
     return out / "benchmark.html"

@@ -4,20 +4,25 @@ register it as a new version with alias challenger, and write summary.json and m
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from .. import config, owned
+from ..log import get
+from ..settings import LossNetworkSettings, TrainSettings, plain
+from ..settings.train import RaySettings
 from .loop import train_loop
 from .outdir import EVENTS, HEADLINE, RUN_ID, STATE, SUMMARY, read_events
 from .spec import _init_bytes, job_spec
 from .step import _validation_grid
 from .tracked import _resumed_run, _tracking_step
+
+log = get(__name__)
 
 
 def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: dict | None = None,
@@ -31,28 +36,28 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
 
     from .. import tracking
 
-    spec = {**job_spec(job), **(overrides or {})}
+    t = config.load(TrainSettings)
+    spec = {**job_spec(job, t), **(overrides or {})}
     out_dir = Path(spec["out_dir"])
     if not resume:  # a fresh run; --resume keeps last/ and the events
         # a fresh clone may hold the folder with only what git carries: DVC's .gitignore, committed metrics
         owned.remove(out_dir, f"train {job}", "train.out_dir/JOB", signature=EVENTS,
                      tracked=(".gitignore", "metrics.json", SUMMARY))
     owned.claim(out_dir, f"train {job}")
-    t = config.section("train")
     needs_vgg = spec["kind"] == "style" or spec.get("loss") == "feat"
-    vgg = load_vgg16_weights(config.vgg_weights_arg(), allow_download=config.section("loss_network")["allow_download"]) \
+    vgg = load_vgg16_weights(config.vgg_weights_arg(), allow_download=config.load(LossNetworkSettings).allow_download) \
         if needs_vgg else None
     with _tracking_step("before training; nothing was trained"):
         run_id = _resumed_run(out_dir) if resume else None
         if run_id is None:
-            run_id = tracking.start_run(job, {"job": spec, "train": t}, data_stage=spec["data_stage"])
+            run_id = tracking.start_run(job, {"job": spec, "train": plain(t)}, data_stage=spec["data_stage"])
             (out_dir / RUN_ID).write_text(run_id + "\n")
     cfg = dict(spec=spec, use_ray=use_ray, resume=resume, run_id=run_id, tracking_uri=tracking.tracking_uri(),
                vgg_weights=vgg.path if vgg else None, init_bytes=_init_bytes(spec) if spec.get("init") else None)
     t0 = time.perf_counter()
     try:
         if use_ray:
-            _fit_with_ray(cfg, {**t["ray"], **(ray_overrides or {})}, out_dir, resume)
+            _fit_with_ray(cfg, dataclasses.replace(t.ray, **(ray_overrides or {})), out_dir, resume)
         else:
             train_loop(cfg)
     except BaseException:
@@ -77,7 +82,7 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
             sent = tracking.backfill_metrics(run_id, [({k: v for k, v in r.items() if k not in ("time", "event")},
                                                        r["iteration"], r["time"]) for r in reports])
         if sent:
-            print(f"train: sent MLflow the {sent} reports it missed", file=sys.stderr)
+            log.info(f"train: sent MLflow the {sent} reports it missed")
         tracking.log_image(run_id, _validation_grid(model, spec), "validation_grid.png")
     starts = [e for e in events if e["event"] == "start"]
     summary = {"job": job, "iterations": state["iteration"], "run_id": run_id, "wall_seconds": round(wall, 1),
@@ -93,14 +98,14 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
     summary.update(model=spec["registered"], version=str(version.version))
     (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     (out_dir / "metrics.json").write_text(json.dumps({k: summary[k] for k in HEADLINE}, indent=2) + "\n")
-    print(f"{job}: {summary['iterations']} iterations in {wall:.0f} s; loss_total "
-          f"{summary['loss_start'].get('loss_total', float('nan')):.4g} -> "
-          f"{summary['loss_end'].get('loss_total', float('nan')):.4g}; registered {spec['registered']} "
-          f"v{version.version} @challenger (run {run_id})", file=sys.stderr)
+    log.info(f"{job}: {summary['iterations']} iterations in {wall:.0f} s; loss_total "
+             f"{summary['loss_start'].get('loss_total', float('nan')):.4g} -> "
+             f"{summary['loss_end'].get('loss_total', float('nan')):.4g}; registered {spec['registered']} "
+             f"v{version.version} @challenger (run {run_id})")
     return summary
 
 
-def _fit_with_ray(cfg: dict, rcfg: dict, out_dir: Path, resume: bool) -> None:
+def _fit_with_ray(cfg: dict, rcfg: RaySettings, out_dir: Path, resume: bool) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -109,8 +114,8 @@ def _fit_with_ray(cfg: dict, rcfg: dict, out_dir: Path, resume: bool) -> None:
     storage = out_dir / "ray"
     if not resume:
         shutil.rmtree(storage, ignore_errors=True)
-    n = int(rcfg["num_workers"])
-    low = rcfg.get("min_workers")
+    n = int(rcfg.num_workers)
+    low = rcfg.min_workers
     if low is not None and not 1 <= int(low) <= n:
         raise ValueError(f"train.ray.min_workers must be between 1 and num_workers ({n}), got {low!r}")
     # elastic (Ray Train): after a lost node the group restarts from the last checkpoint on what is left
@@ -118,9 +123,9 @@ def _fit_with_ray(cfg: dict, rcfg: dict, out_dir: Path, resume: bool) -> None:
     with ray_session(num_cpus=n):
         trainer = TorchTrainer(
             train_loop, train_loop_config=cfg,
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(rcfg["use_gpu"]),
-                                         resources_per_worker={"GPU": rcfg["gpus_per_worker"]} if rcfg["use_gpu"]
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(rcfg.use_gpu),
+                                         resources_per_worker={"GPU": rcfg.gpus_per_worker} if rcfg.use_gpu
                                          else {"CPU": 1}),
             run_config=RunConfig(name=cfg["spec"]["job"], storage_path=str(storage),
-                                 failure_config=FailureConfig(max_failures=int(rcfg["max_failures"]))))
+                                 failure_config=FailureConfig(max_failures=int(rcfg.max_failures))))
         trainer.fit()

@@ -39,6 +39,10 @@ def train_loop(cfg: dict) -> None:
     """One worker's training (Ray Train's `train_loop_per_worker`, or called directly)."""
     from perceptual_core.vgg import VGG16Loss
 
+    from ..log import setup_worker
+
+    setup_worker()  # in a Ray worker: its `perceptual` messages on stderr, which Ray forwards to the driver
+
     spec, use_ray = cfg["spec"], cfg["use_ray"]
     w = _Worker(use_ray)
     out_dir = Path(spec["out_dir"])

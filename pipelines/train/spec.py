@@ -1,70 +1,67 @@
-"""A job's spec: everything a worker needs for JOB, read from params.yaml by the driver as plain values
-(so a Ray worker can receive it), and the checked weights a job with `init` starts from."""
+"""A job's spec: everything a worker needs for JOB, built from the typed settings (TrainSettings,
+LossesSettings) as plain values (so a Ray worker can receive it), and the checked weights a job with
+`init` starts from."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from .. import config, jobname
-
-# LR used for SR/SRCNN training: "blur" = the prepared lr_x* files (sigma 1 blur + bicubic, the paper's
-# protocol); "bicubic" = MATLAB bicubic of the HR crop (the standard protocol, the official SRCNN's data).
-DEGRADATIONS = ("blur", "bicubic")
+from ..settings import LossesSettings, TrainSettings, per_job, plain
+from ..settings.train import DEGRADATIONS  # noqa: F401 - the LR protocols a job trains on (train.<kind>.degradation)
 
 
-def job_spec(job: str) -> dict:
-    """Everything a worker needs for JOB, from params.yaml (resolved paths, plain values)."""
-    t = config.section("train")
+def job_spec(job: str, t: TrainSettings | None = None, losses: LossesSettings | None = None) -> dict:
+    """Everything a worker needs for JOB (resolved paths, plain values), from the train settings ``t``
+    (and, for style jobs, the losses settings); params.yaml's where not given."""
+    t = t or config.load(TrainSettings)
     j = jobname.parse(job)
-    common = {k: t[k] for k in ("lr", "report_every", "checkpoint_every", "seed", "precision", "channels_last",
-                                "compile")}
-    common["max_seconds"] = t.get("max_seconds")  # a wall-clock budget: stop (with a checkpoint) at a report
+    # "max_seconds": a wall-clock budget, stop (with a checkpoint) at a report
+    common = {k: getattr(t, k) for k in ("lr", "report_every", "checkpoint_every", "seed", "precision", "channels_last",
+                                         "compile", "max_seconds")}
     if j.kind == "style":
-        s, name = t["style"], j.style
-        if name not in s["styles"]:
-            raise ValueError(f"unknown style job {job!r}: params train.style.styles has {sorted(s['styles'])}")
-        style_path = config.data_dir() / s["styles"][name] if not Path(s["styles"][name]).is_absolute() \
-            else Path(s["styles"][name])
-        if not style_path.is_file():
-            raise FileNotFoundError(f"style image for {job} not found: {style_path} (params train.style.styles)")
-        spec = dict(kind="style", model=dict(arch="transform", **s["network"]), data=str(config.resolve(s["data"])),
-                    columns=["image"], style_image=str(style_path), crop=s["crop"],
-                    weights=dict(content=s["content_weight"],
-                                 style=(s.get("style_weights") or {}).get(name, s["style_weight"]),
-                                 tv=(s.get("tv_weights") or {}).get(name, s["tv_weight"])),
-                    data_stage="prepare_style", registered=job,
-                    **{k: config.section("losses")[k] for k in ("content_layers", "style_layers", "style_size")})
-        if (s.get("networks") or {}).get(name):  # per-style network changes, e.g. {width: 0.5} for a fast model
-            spec["model"].update(s["networks"][name])
-        sec = s
+        s = t.style
+        spec = _style_spec(job, j.style, s, losses or config.load(LossesSettings))
     else:
-        s, scale = t[j.kind], j.scale
-        model = dict(arch="srcnn", **s["network"]) if j.kind == "srcnn" else dict(arch="sr", scale=scale, **s["network"])
-        weights = (dict(content=1.0, tv=s["tv_weight"]) if j.loss == "feat" else dict(pixel=1.0))
-        spec = dict(kind=j.kind, model=model, data=str(config.resolve(t["sr"]["data"])),
-                    columns=["hr", f"lr_x{scale}"], scale=scale, loss=j.loss, crop=s["crop"], weights=weights,
-                    feat_layers=[s.get("feat_layer", "relu2_2")], data_stage="prepare_sr", registered=job,
-                    init=(s.get("init") or {}).get(j.key),  # start from these weights (l_feat from l_pixel)
-                    degradation=s.get("degradation", "blur"))
-        if spec["degradation"] not in DEGRADATIONS:
-            raise ValueError(f"train.{j.kind}.degradation must be one of {DEGRADATIONS}, not {spec['degradation']!r}")
-        sec = s
-    iterations = sec["iterations"]
-    if isinstance(iterations, dict):  # per job, e.g. {x4-pixel: 2400, x4-feat: 1200}
-        if j.key not in iterations:
-            raise ValueError(f"train.{j.kind}.iterations has no entry for {j.key!r} (it has {sorted(iterations)})")
-        iterations = iterations[j.key]
-    spec.update(common, job=job, batch_size=sec["batch_size"], iterations=int(iterations),
-                lr=job_lr(sec, t, j.key), out_dir=str(config.resolve(t["out_dir"]) / job),
+        s, scale = t.kind(j.kind), j.scale
+        network = plain(s.network)
+        model = dict(arch="srcnn", **network) if j.kind == "srcnn" else dict(arch="sr", scale=scale, **network)
+        weights = (dict(content=1.0, tv=s.tv_weight) if j.loss == "feat" else dict(pixel=1.0))
+        spec = dict(kind=j.kind, model=model, data=str(config.resolve(t.sr.data)),
+                    columns=["hr", f"lr_x{scale}"], scale=scale, loss=j.loss, crop=s.crop, weights=weights,
+                    feat_layers=[getattr(s, "feat_layer", "relu2_2")], data_stage="prepare_sr", registered=job,
+                    init=s.init.get(j.key),  # start from these weights (l_feat from l_pixel)
+                    degradation=s.degradation)
+    # per job, e.g. {x4-pixel: 2400, x4-feat: 1200}
+    iterations = per_job(s.iterations, j.key, f"train.{j.kind}.iterations")
+    spec.update(common, job=job, batch_size=s.batch_size, iterations=int(iterations),
+                lr=job_lr(s, t, j.key), out_dir=str(config.resolve(t.out_dir) / job),
                 # per kind where iterations are much cheaper (SRCNN: ~10 it/s, a Ray report costs ~2 s)
-                **{k: int(sec[k]) for k in ("report_every", "checkpoint_every") if k in sec})
+                **{k: int(getattr(s, k)) for k in ("report_every", "checkpoint_every") if getattr(s, k) is not None})
     return spec
 
 
-def job_lr(sec: dict, train: dict, key: str) -> float:
-    """Adam's learning rate: the kind's `lr` (a number, or per job as {x8-feat: 1.0e-4}, e.g. a lower
-    rate to fine-tune l_feat from an l_pixel network), else train.lr."""
-    lr = sec.get("lr", train["lr"])
-    return float(lr.get(key, train["lr"]) if isinstance(lr, dict) else lr)
+def _style_spec(job: str, name: str, s, losses: LossesSettings) -> dict:
+    """The style-specific part of style JOB's spec (``s``: train.style)."""
+    if name not in s.styles:
+        raise ValueError(f"unknown style job {job!r}: params train.style.styles has {sorted(s.styles)}")
+    style_path = Path(s.styles[name])
+    if not style_path.is_absolute():
+        style_path = config.data_dir() / style_path
+    if not style_path.is_file():
+        raise FileNotFoundError(f"style image for {job} not found: {style_path} (params train.style.styles)")
+    # network_of: the per-style network changes (train.style.networks), e.g. {width: 0.5} for a fast model
+    return dict(kind="style", model=dict(arch="transform", **plain(s.network_of(name))),
+                data=str(config.resolve(s.data)), columns=["image"], style_image=str(style_path), crop=s.crop,
+                weights=s.weights(name), data_stage="prepare_style", registered=job,
+                content_layers=list(losses.content_layers), style_layers=list(losses.style_layers),
+                style_size=losses.style_size)
+
+
+def job_lr(sec, train: TrainSettings, key: str) -> float:
+    """Adam's learning rate: the kind's `lr` (``sec``: train.<kind>; a number, or per job as {x8-feat: 1.0e-4},
+    e.g. a lower rate to fine-tune l_feat from an l_pixel network), else train.lr."""
+    lr = train.lr if sec.lr is None else sec.lr
+    return float(per_job(lr, key, "lr", fallback=train.lr))
 
 
 def _init_bytes(spec: dict) -> bytes:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from pathlib import Path
 
+from ..log import get
 from .outdir import EVENTS, RUN_ID
+
+log = get(__name__)
 
 
 def _send_metrics(run_id: str, metrics: dict, step: int, down: bool) -> bool:
@@ -19,12 +21,11 @@ def _send_metrics(run_id: str, metrics: dict, step: int, down: bool) -> bool:
             tracking.log_metrics(run_id, metrics, step=step)
     except Exception as e:  # noqa: BLE001 - any tracking failure (HTTP, database) is an outage here
         if not down:
-            print(f"train: MLflow {tracking.redact(tracking.tracking_uri())} unreachable at iteration {step} "
-                  f"({type(e).__name__}); training goes on, its metrics are kept in {EVENTS} and sent at the end",
-                  file=sys.stderr, flush=True)
+            log.warning(f"train: MLflow {tracking.redact(tracking.tracking_uri())} unreachable at iteration {step} "
+                        f"({type(e).__name__}); training goes on, its metrics are kept in {EVENTS} and sent at the end")
         return True
     if down:
-        print(f"train: MLflow reachable again at iteration {step}", file=sys.stderr, flush=True)
+        log.info(f"train: MLflow reachable again at iteration {step}")
     return False
 
 

@@ -1,0 +1,105 @@
+"""The typed settings (pipelines/settings/): params.yaml becomes one frozen, checked object per stage,
+and a bad value is one line naming the file and the key."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from pipelines import config, settings
+from pipelines.settings import (BatchSettings, BenchmarkSettings, InferenceSettings, PrepareSettings, SettingsError,
+                                TrainSettings)
+
+
+def _stage_sections():
+    for cls in settings.STAGES:
+        for name in (("prepare_style", "prepare_sr") if cls is PrepareSettings else (cls.SECTION,)):
+            yield cls, name
+
+
+@pytest.mark.parametrize("cls,name", list(_stage_sections()), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_section_of_the_real_params_builds_and_round_trips(cls, name):
+    obj = config.load(cls, name)
+    raw = yaml.safe_load(config.params_path().read_text())[name]
+    if name == "benchmark":
+        raw = config.apply_profile(raw)
+    got = settings.plain(obj)
+    # every key written in the file comes back as written (the styles are resolved to absolute paths)
+    for key, value in raw.items():
+        if (name, key) == ("train", "style"):
+            value = {**value, "styles": got["style"]["styles"]}
+        _assert_holds(got[key], value, f"{name}.{key}")
+
+
+def _assert_holds(got, written, where):
+    """``got`` holds everything ``written`` (nested settings add their defaults for keys left out)."""
+    if isinstance(written, dict):
+        assert isinstance(got, dict), where
+        for k, v in written.items():
+            _assert_holds(got[k], v, f"{where}.{k}")
+    elif isinstance(written, list):
+        assert isinstance(got, list) and len(got) == len(written), where
+        for i, (g, w) in enumerate(zip(got, written)):
+            _assert_holds(g, w, f"{where}[{i}]")
+    else:
+        assert got == written and type(got) in (type(written), float), where
+
+
+def test_settings_are_frozen_and_a_load_cannot_change_the_next():
+    t = config.load(TrainSettings)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.lr = 1.0
+    with pytest.raises(TypeError):
+        t.style.style_weights["la_muse"] = 1.0
+    assert config.load(TrainSettings) == t
+
+
+def test_per_style_values_resolve_from_one_place():
+    s = config.load(TrainSettings).style
+    assert s.weights("la_muse")["style"] == s.style_weights["la_muse"]
+    assert s.network_of("starry_night_fast")["width"] == 0.5 and "width" not in s.network_of("starry_night")
+    assert settings.per_job({"x4-pixel": 3}, "x4-pixel", "w") == 3 and settings.per_job(7, "any", "w") == 7
+    with pytest.raises(ValueError, match=r"train.sr.iterations has no entry for 'x8-feat'"):
+        settings.per_job({"x4-pixel": 3}, "x8-feat", "train.sr.iterations")
+
+
+@pytest.mark.parametrize("section,change,message", [
+    ("batch", {"tile": "big"}, r"batch.tile: expected an integer, got 'big'"),
+    ("batch", {"tiel": 512}, r"batch.tiel: unknown setting"),
+    ("batch", {"actors": 0}, r"batch.actors: must be >= 1"),
+    ("inference", {"engine": "tensorrt"}, r"inference.engine: 'tensorrt' is not one of auto, eager, compile, onnx"),
+    ("inference", {"verify": "yes"}, r"inference.verify: expected true or false"),
+    ("benchmark", {"sr": {"sets": {}, "protocols": ["blur"], "primary": "standard"}}, r"benchmark.sr.primary"),
+    ("train", {"lr": None}, r"train.lr: must be set"),
+    ("train", {"style": {"data": "d", "styles": {"a": "a.jpg"}, "jobs": ["b"]}}, r"train.style.jobs: 'b' is not one of the styles"),
+])
+def test_a_bad_value_is_one_line_naming_the_file_and_key(tmp_path, monkeypatch, section, change, message):
+    params = yaml.safe_load(config.params_path().read_text())
+    params[section] = {**params[section], **change}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("PERCEPTUAL_PARAMS", str(path))
+    cls = {"batch": BatchSettings, "inference": InferenceSettings, "benchmark": BenchmarkSettings,
+           "train": TrainSettings}[section]
+    with pytest.raises(SettingsError, match=message) as e:
+        config.load(cls)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_overrides_are_checked_like_the_file():
+    b = config.load(BatchSettings, tile=512, overlap=None)
+    assert (b.tile, b.overlap) == (512, config.load(BatchSettings).overlap)
+    with pytest.raises(SettingsError, match=r"batch.format: expected a string"):
+        config.load(BatchSettings, format=3)
+
+
+def test_choices_come_from_the_core():
+    from perceptual_core.options import ENGINES, PRECISIONS
+
+    import typing
+
+    hints = typing.get_type_hints(InferenceSettings)
+    assert typing.get_args(hints["engine"]) == ENGINES and typing.get_args(hints["precision"]) == PRECISIONS
+    for p in PRECISIONS:
+        assert config.load(InferenceSettings, precision=p).precision == p
