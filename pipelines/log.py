@@ -4,8 +4,9 @@ errors of a stage's entry point) goes through ``logging`` to stderr, as bare lin
     log = get(__name__)           # pipelines.promote -> the logger perceptual.promote
     setup()                       # an entry point: INFO and up on stderr ("%(message)s")
 
-perceptual_core logs under perceptual.core.* (it imports nothing from here). Records still propagate
-to the root logger, so pytest's caplog (or an application's own handlers) see them too.
+perceptual_core logs under perceptual.core.* (it imports nothing from here). Once setup() has put its
+handler on `perceptual`, records stop there (they would print twice where a library configured the
+root logger); without setup() (a library user, a Ray Train worker) they propagate to the root logger.
 """
 from __future__ import annotations
 
@@ -50,6 +51,9 @@ def setup(level: int | str | None = None) -> logging.Logger:
     logger = logging.getLogger(ROOT)
     if not any(getattr(h, "perceptual", False) for h in logger.handlers):
         logger.addHandler(_Stderr())
+        # not also through the root logger: a library that configures it (basicConfig, as some of
+        # the driver's imports do) would print every line twice
+        logger.propagate = False
         if level is None:
             level = logging.INFO
     if level is not None:

@@ -53,3 +53,21 @@ def test_setup_is_idempotent_and_keeps_an_explicit_level(capsys):
     log.get("pipelines.promote").info("hidden")
     log.get("pipelines.promote").warning("shown")
     assert capsys.readouterr().err == "shown\n" and log.get("pipelines.train.tracked").name == "perceptual.train.tracked"
+
+
+def test_a_line_prints_once_where_a_library_configured_the_root_logger(capsys):
+    """Some of the driver's imports call logging.basicConfig: the `perceptual` handler must not leave
+    the record to print a second time through the root logger."""
+    import sys
+
+    from pipelines import log
+
+    root = logging.getLogger()
+    extra = logging.StreamHandler(sys.stderr)
+    root.addHandler(extra)
+    try:
+        log.setup()
+        log.get("pipelines.test").info("said once")
+        assert capsys.readouterr().err.count("said once") == 1
+    finally:
+        root.removeHandler(extra)
