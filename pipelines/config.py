@@ -50,7 +50,9 @@ def _section(name: str) -> dict[str, Any]:
 
     value = params().get(name)
     if not isinstance(value, dict):
-        raise KeyError(f"{params_path()}: missing section {name!r}")
+        from .settings.schema import SettingsError
+
+        raise SettingsError(f"{params_path()}: missing section {name!r}")
     value = copy.deepcopy(value)
     if name == "train" and isinstance((value.get("style") or {}).get("styles"), dict):
         _resolve_styles(value["style"])

@@ -41,10 +41,7 @@ BELOW_BASELINE = "below_baseline"  # a rejection: worse than the family's baseli
 def settings() -> PromoteSettings:
     """params' `promote` section, checked: out (the DVC metrics: decision counts), decisions (every decision;
     default: beside `out`), families [{match, metric, mode, min_delta, min_rel_delta, baseline}]."""
-    try:
-        return config.load(PromoteSettings)
-    except KeyError as e:
-        raise ValueError(str(e).strip("'\"")) from None
+    return config.load(PromoteSettings)  # a missing section is a SettingsError (a ValueError) naming the file
 
 
 def family(name: str, s: PromoteSettings | None = None) -> PromotionFamily:
