@@ -29,11 +29,12 @@ def registry_model(name: str, alias: str):
 
 def champion_beside(name: str, alias: str, mv) -> tuple | None:
     """(model, ModelVersion) of name@champion when ``alias`` is another and points at another version
-    than ``mv`` (promotion compares the two on the same benchmark config), else None."""
+    than ``mv`` (promotion compares the two on the same benchmark config; ``mv`` None: ``alias`` has
+    no version of ``name``), else None."""
     if alias == CHAMPION:
         return None
     model, cmv = registry_model(name, CHAMPION)
-    return (model, cmv) if model is not None and str(cmv.version) != str(mv.version) else None
+    return (model, cmv) if model is not None and (mv is None or str(cmv.version) != str(mv.version)) else None
 
 
 def judged_models(names: list[str], alias: str) -> tuple[list, list]:

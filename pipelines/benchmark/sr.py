@@ -14,7 +14,7 @@ import torch
 from .. import config
 from ..settings import BenchmarkSettings, DegradationSettings, plain
 from ..settings.bench import BenchSRSettings, CropSettings
-from . import sr_methods
+from . import score_cache, sr_methods
 from .inputs import _data_path, sr_sets
 from .registry import log_to_versions, versions
 from .results import SR_RESULTS, config_hash, log, out_dirs, progress, sr_headline, write_stage
@@ -74,28 +74,44 @@ def _crop_box(hr: np.ndarray, size: int) -> tuple[int, int, int]:
 
 
 def score_pairs(methods: dict, pairs: list, scale: int, vgg, layers: tuple, desc: str,
-                on_image=None) -> dict[str, list[dict]]:
+                on_image=None, cache=None, wanted=None) -> dict[str, list[dict]]:
     """method id -> per-image metrics: Y-PSNR/SSIM (shave = scale) and the VGG distance to HR at
     ``layers``. Image-major: one HR's VGG features live at a time (a set's worth is gigabytes).
-    ``on_image(mid, label, pair, output, metrics)`` sees every output (the report's crops)."""
+    ``on_image(mid, label, pair, output, metrics)`` sees every output (the report's crops); with
+    ``wanted(pair)`` only those of the pairs it accepts. ``cache`` (score_cache.ScoreCache): a method
+    with a ``score_key`` whose entry is there is not scored again (its output is made only where
+    ``on_image`` wants it)."""
     from perceptual_core.losses import feature_loss
     from perceptual_core.metrics import sr_metrics
 
+    from .score_cache import entry_key
+
+    vgg_sha = vgg.info.sha256 if layers else None
     per_m: dict[str, list] = {mid: [] for mid in methods}
     for p in progress(pairs, desc):
         hr_f = None
+        show = on_image is not None and (wanted is None or wanted(p))
         for mid, (label, fn) in methods.items():
+            ident = getattr(fn, "score_key", None) if cache is not None else None
+            key = entry_key(ident, p, scale, layers, vgg_sha) if ident is not None else None
+            m = cache.get(key) if key is not None else None
+            if m is not None and not show:
+                per_m[mid].append(m)
+                continue
             out_img, y = fn(p.lr)
             if out_img.shape != p.hr.shape:
                 raise ValueError(f"{desc}: {p.name}: {mid} output {out_img.shape} != HR {p.hr.shape}")
-            m = sr_metrics(out_img, p.hr, shave=scale, sr_y=y)
-            if layers:
-                with torch.inference_mode():
-                    hr_f = hr_f if hr_f is not None else vgg(_vgg_input(p.hr, scale), layers)
-                    f = vgg(_vgg_input(out_img, scale), layers)
-                m.update({f"vgg_{n}": float(feature_loss(f[n], hr_f[n])) for n in layers})
+            if m is None:
+                m = sr_metrics(out_img, p.hr, shave=scale, sr_y=y)
+                if layers:
+                    with torch.inference_mode():
+                        hr_f = hr_f if hr_f is not None else vgg(_vgg_input(p.hr, scale), layers)
+                        f = vgg(_vgg_input(out_img, scale), layers)
+                    m.update({f"vgg_{n}": float(feature_loss(f[n], hr_f[n])) for n in layers})
+                if key is not None:
+                    cache.put(key, m)
             per_m[mid].append(m)
-            if on_image is not None:
+            if show:
                 on_image(mid, label, p, out_img, m)
     return per_m
 
@@ -114,9 +130,9 @@ def _save_crop(out: Path, scale: int, mid: str, label: str, p, img: np.ndarray, 
 
 
 def _table(sets: dict, sr: BenchSRSettings, deg: DegradationSettings, alias: str, vgg, crop: CropSettings, out: Path,
-           judged: dict, missing: list) -> tuple[dict, list[dict], list[dict]]:
+           judged: dict, missing: list, cache=None) -> tuple[dict, list[dict], list[dict]]:
     """({x<scale>: {set: {protocol: {method id: mean figures}}}}, the plots rows, the report's crops
-    (``crop``: its set and image, on the primary protocol, saved under ``out``)."""
+    (``crop``: its set and image, on the primary protocol, saved under ``out``); ``cache``: score_pairs'."""
     from perceptual_core.io import save_image
 
     layers = tuple(sr.vgg_layers)  # empty: no perceptual-distance column
@@ -132,8 +148,12 @@ def _table(sets: dict, sr: BenchSRSettings, deg: DegradationSettings, alias: str
                     if crop.set == set_name and p.name == crop_name and protocol == sr.primary:
                         crops.append(_save_crop(out, scale, mid, label, p, out_img, m, crop.size, save_image))
 
+                def wanted(p, set_name=set_name, protocol=protocol, crop_name=crop_name):
+                    return crop.set == set_name and p.name == crop_name and protocol == sr.primary
+
                 per_m = score_pairs(methods, pairs, scale, vgg, layers,
-                                    f"x{scale} {set_name} {protocol} ({len(methods)} methods)", on_image=keep)
+                                    f"x{scale} {set_name} {protocol} ({len(methods)} methods)", on_image=keep,
+                                    cache=cache, wanted=wanted)
                 for mid, (label, fn) in methods.items():
                     per = per_m[mid]
                     mean = {k: float(np.mean([r[k] for r in per])) for k in per[0]}
@@ -175,6 +195,8 @@ def _version_metrics(judged: dict, results: dict, primary: str) -> dict[str, dic
 def run_sr(b: BenchmarkSettings) -> dict:
     """Stage benchmark_sr with settings ``b`` (inputs.settings): the table's files, and its figures
     logged to the judged versions' runs."""
+    from perceptual_core import zoo
+
     from .. import embedded
 
     sr, deg = b.sr, config.load(DegradationSettings)
@@ -192,14 +214,22 @@ def run_sr(b: BenchmarkSettings) -> dict:
     if crop.set not in sets:  # the report's crops come from a set this run measures
         log(f"benchmark_sr: report crops from {next(iter(sets))} ({crop.set or None} is not measured)")
         crop = dataclasses.replace(crop, set=next(iter(sets)), image=None)
-    cfg = config_hash({"sr": plain(sr), "degradation": plain(deg), "vgg": vgg.info.sha256, "measured": list(sets)})
+    what = {k: v for k, v in plain(sr).items() if k != "reuse_scores"}  # how, not what is measured
+    cfg = config_hash({"sr": what, "degradation": plain(deg), "vgg": vgg.info.sha256, "measured": list(sets)})
     judged: dict = {}
     missing: list = []
+    cache = score_cache.default_cache(zoo.models_dir()) if sr.reuse_scores else None
     t0 = time.perf_counter()
-    results, rows, crops = _table(sets, sr, deg, b.alias, vgg, crop, out, judged, missing)
+    results, rows, crops = _table(sets, sr, deg, b.alias, vgg, crop, out, judged, missing, cache)
+    scores = {"reused": cache.hits, "scored": cache.misses} if cache is not None else None
+    if cache is not None:
+        kept = cache.save()
+        log(f"benchmark_sr: {cache.hits} image scores reused (same weights, image and settings), {cache.misses} "
+            f"scored" + (f"; kept in {kept}" if kept else ""))
     labels = {f"x{r['scale']}/{r['method']}": r["label"] for r in rows}
     by_name = {n: mv for (n, _), mv in judged.items()}
-    doc = {"alias": b.alias, "config": cfg, "seconds": round(time.perf_counter() - t0, 1), "labels": labels,
+    doc = {"alias": b.alias, "config": cfg, "seconds": round(time.perf_counter() - t0, 1), "scores": scores,
+           "labels": labels,
            "versions": versions(by_name), "missing": missing, "results": results,
            "data": data, "not_measured": not_measured}
     write_stage((out, met, plots), "sr", doc, sr_headline(doc, sr.primary), {"benchmark_sr.csv": rows},

@@ -9,6 +9,7 @@ from ..settings.bench import BenchSRSettings
 from .inputs import _data_path, _not_measured
 from .registry import CHAMPION, champion_beside, registry_model
 from .results import log
+from .score_cache import model_key
 
 
 def _srcnn_then_bicubic(net, scale: int, native: int):
@@ -22,16 +23,34 @@ def _srcnn_then_bicubic(net, scale: int, native: int):
             return sr, y
         return imresize(sr, scale // native), None
 
+    run.score_key = model_key("srcnn", net, native=native)
+    return run
+
+
+def bicubic(scale: int):
+    """MATLAB bicubic, the table's first column (no weights: always the same scores)."""
+    from perceptual_core import sr_eval as ev
+
+    run = ev.bicubic_method(scale)
+    run.score_key = {"method": "bicubic"}
+    return run
+
+
+def network(net, scale: int):
+    """A feed-forward SR network, keyed by its weights (score_cache)."""
+    from perceptual_core import sr_eval as ev
+
+    run = ev.network_method(net, scale)
+    run.score_key = model_key("network", net)
     return run
 
 
 def methods(scale: int, sr: BenchSRSettings, alias: str, judged: dict, missing: list) -> dict:
     """method id -> (label, fn). Adds each judged version to ``judged`` ({(label name, its scale): version})
     and each method not measured to ``missing``."""
-    from perceptual_core import sr_eval as ev
     from perceptual_core.srcnn import load_srcnn_mat
 
-    out = {"bicubic": ("bicubic", ev.bicubic_method(scale))}
+    out = {"bicubic": ("bicubic", bicubic(scale))}
     off = dict(sr.srcnn_official)
     native = scale if scale in off else max((s for s in off if scale % s == 0), default=None)
     if native and not _data_path(off[native]).is_file():
@@ -50,14 +69,16 @@ def methods(scale: int, sr: BenchSRSettings, alias: str, judged: dict, missing: 
             model, mv = registry_model(name, alias)
             if model is not None:
                 break
-        if model is None:
-            missing.append({"method": mid, "scale": scale, "reason": mv})
-            log(f"benchmark_sr: x{scale} {mid}: skipped ({mv})")
-            continue
-        versions = [(mid, name, model, mv)]
-        champion = champion_beside(name, alias, mv)  # judged on the same images, so promotion can compare them
+        versions = [(mid, name, model, mv)] if model is not None else []
+        # the champion, judged on the same images so promotion can compare them; alone where this run
+        # trained no challenger of that job (make run's quick default retrains x4 only)
+        champion = champion_beside(name, alias, mv if versions else None)
         if champion is not None:
             versions.append((f"{mid}@{CHAMPION}", f"{name}@{CHAMPION}", *champion))
+        if model is None:
+            log(f"benchmark_sr: x{scale} {mid}: {'only the champion' if versions else 'skipped'} ({mv})")
+            if not versions:
+                missing.append({"method": mid, "scale": scale, "reason": mv})
         for m_id, label_name, net, v in versions:
             tag = f"{CHAMPION} v{v.version}" if "@" in m_id else f"v{v.version}"
             if mid == "srcnn":
@@ -65,7 +86,7 @@ def methods(scale: int, sr: BenchSRSettings, alias: str, judged: dict, missing: 
                 label = f"SRCNN (ours, {tag})" + ("" if native == scale else f" + bicubic x{scale // native}")
                 out[m_id] = (label, _srcnn_then_bicubic(net, scale, native))
             else:
-                out[m_id] = (f"ours l_{mid} ({tag})", ev.network_method(net, scale))
+                out[m_id] = (f"ours l_{mid} ({tag})", network(net, scale))
             judged.setdefault((label_name, scale if mid != "srcnn" else native), v)
     return out
 

@@ -13,6 +13,7 @@ import torch
 from .. import config, jobname
 from ..settings import BenchmarkSettings, InferenceSettings, LossesSettings, TrainSettings, plain
 from .inputs import style_content
+from .gatys_cache import default_store, gatys_key
 from .registry import judged_models, log_to_versions, versions
 from .results import STYLE_RESULTS, config_hash, log, out_dirs, progress, style_headline, write_stage
 from .speed import measure_speed
@@ -28,14 +29,15 @@ def style_objective(job: str) -> tuple[dict, str]:
 
 def style_quality(model, style_img, weights: dict, photos: list, net, *, iters: list[int], gatys_opts: dict,
                   save: Path | None = None, prefix: str = "", progress_desc: str = "",
-                  cache: dict | None = None) -> tuple[dict, list, list]:
+                  cache: dict | None = None, store=None) -> tuple[dict, list, list]:
     """Score the photo itself, the network's output and Gatys after each of ``iters`` L-BFGS iterations,
     all on one objective: content_w * l_feat + style_w * l_style + tv_w * l_TV with the training weights
     (Gatys optimises exactly this objective, so its total falls with iterations).
 
     Returns ({variant: mean scores}, rows per photo, image records); ``save``: write each image there.
     ``cache``: a dict shared between calls on the same style and objective (champion and challenger),
-    so Gatys runs once per photo."""
+    so Gatys runs once per photo; ``store`` (gatys_cache.GatysStore): Gatys' snapshots kept across runs
+    by everything that determines them."""
     from perceptual_core.gatys import gatys
     from perceptual_core.io import save_image
     from perceptual_core.losses import PerceptualLoss
@@ -60,14 +62,19 @@ def style_quality(model, style_img, weights: dict, photos: list, net, *, iters: 
         if iters:
             key = (pname, cw, sw, tw, tuple(iters))
             if cache is None or key not in cache:
-                res = gatys(c, style_img, net, iters=iters[-1], snapshot_at=iters, content_weight=cw,
-                            style_weight=sw, tv_weight=tw, **{k: gatys_opts[k] for k in (
-                                "optimizer", "init", "style_size", "content_layers", "style_layers")})
-                found = (res, sum(h["evals"] for h in res.history) / len(res.history))
+                opts = {k: gatys_opts[k] for k in ("optimizer", "init", "style_size", "content_layers", "style_layers")}
+                skey = gatys_key(c, style_img, (cw, sw, tw), iters, opts, net.info.sha256) if store is not None else None
+                found = store.get(skey) if store is not None else None
+                if found is None:
+                    res = gatys(c, style_img, net, iters=iters[-1], snapshot_at=iters, content_weight=cw,
+                                style_weight=sw, tv_weight=tw, **opts)
+                    found = (res.snapshots, sum(h["evals"] for h in res.history) / len(res.history))
+                    if store is not None:
+                        store.put(skey, *found)
                 if cache is not None:
                     cache[key] = found
-            res, evals_per_it = found if cache is None else cache[key]
-            variants.update({f"gatys{i}": (res.snapshots[i], i) for i in iters})
+            snapshots, evals_per_it = found if cache is None else cache[key]
+            variants.update({f"gatys{i}": (snapshots[i], i) for i in iters})
         for v, (img, n) in variants.items():
             sc = score(img, c)
             if v.startswith("gatys"):
@@ -101,7 +108,7 @@ def _score_models(found: list, objectives: dict, photos: list, net, iters: list[
         tag = label.replace("@", "_").removeprefix("style-")
         q, rows, imgs = style_quality(model, style_img, weights, photos, net, iters=iters, gatys_opts=gkw,
                                       save=out / "style", prefix=tag, progress_desc=f"{label} vs Gatys",
-                                      cache=gatys_cache.setdefault(job, {}))
+                                      cache=gatys_cache.setdefault(job, {}), store=store)
         quality[label] = q
         for r in rows:
             r["model"] = label
@@ -118,6 +125,7 @@ def _score_models(found: list, objectives: dict, photos: list, net, iters: list[
 def run_style(b: BenchmarkSettings) -> dict:
     """Stage benchmark_style with settings ``b`` (inputs.settings): the quality and speed tables'
     files, and their figures logged to the judged versions' runs."""
+    from perceptual_core import zoo
     from perceptual_core.inference import resize_longer
     from perceptual_core.io import load_image
 
@@ -135,7 +143,8 @@ def run_style(b: BenchmarkSettings) -> dict:
     gkw = config.gatys_kwargs()
     iters = sorted(st.gatys_iters)
     objectives = {job: style_objective(job) for job in tr.jobs}
-    cfg = config_hash({"style": plain(st), "losses": plain(ls), "gatys": {k: gkw[k] for k in ("optimizer", "init")},
+    what = {k: v for k, v in plain(st).items() if k != "reuse_gatys"}  # how, not what is measured
+    cfg = config_hash({"style": what, "losses": plain(ls), "gatys": {k: gkw[k] for k in ("optimizer", "init")},
                        "vgg": net.info.sha256, "weights": {j: w for j, (w, _) in objectives.items()},
                        "objective": "clamped-v2", "content": [p.name for p in content],  # the photos scored
                        "paintings": {j: Path(p).name for j, (_, p) in objectives.items()}})
@@ -145,7 +154,11 @@ def run_style(b: BenchmarkSettings) -> dict:
     found, missing = judged_models([f"style-{job}" for job in tr.jobs], b.alias)
     for m in missing:
         log(f"benchmark_style: {m['model']}: skipped ({m['reason']})")
-    quality, qrows, images, per_model = _score_models(found, objectives, photos, net, iters, gkw, out, st.size)
+    store = default_store(zoo.models_dir()) if st.reuse_gatys else None
+    quality, qrows, images, per_model = _score_models(found, objectives, photos, net, iters, gkw, out, st.size, store)
+    if store is not None:
+        log(f"benchmark_style: Gatys {store.hits} photo(s) reused (same photo, painting, weights and settings), "
+            f"{store.misses} optimised")
     speed, srows, bench = measure_speed(found[0][2] if found else None, objectives, content[0], net, gkw, sp, tr, inf)
     for metrics in per_model.values():
         metrics.update(bench)
@@ -153,6 +166,7 @@ def run_style(b: BenchmarkSettings) -> dict:
     doc = {"alias": b.alias, "config": cfg, "seconds": round(time.perf_counter() - t0, 1), "missing": missing,
            "versions": versions(judged), "quality": quality, "size": st.size, "gatys_iters": iters, **speed,
            "device": "cpu", "threads": torch.get_num_threads(), "data": data,
+           "gatys_reused": store.hits if store is not None else 0,
            "content": [str(p) for p in content], "not_measured": not_measured,
            "style_images": {f"style-{j}": p for j, (_, p) in objectives.items()}}
     write_stage((out, met, plots), "style", doc, style_headline(doc),

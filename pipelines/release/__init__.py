@@ -4,10 +4,11 @@
     python -m pipelines.release export style-la_muse             # -> models/style-la_muse.safetensors + card
     python -m pipelines.release export style-la_muse --from-gpu DIR   # the same from scripts/gpu_train.sh's output
     python -m pipelines.release register                         # registry: shipped versions @champion
+    python -m pipelines.release scores                           # models/scores.json, models/gatys/: the benchmarks' reusable work
 
 params.py: the release params; training.py: `train`; publish.py: `export` (records.py: the training
 record, checks.py: the file computes the network, quality.py: the measured quality, cards.py: the
-model card); registry.py: `register` (the DVC stage register_release).
+model card); registry.py: `register` (the DVC stage register_release); scores.py: `scores`.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--from-gpu", default=None, metavar="DIR",
                    help="the output folder of `scripts/gpu_train.sh run` (replaces the CPU-trained model)")
     sub.add_parser("register", help="register the shipped models as champion (idempotent)")
+    sub.add_parser("scores", help="write models/scores.json (baselines' and shipped SR models' image scores) and models/gatys/")
     a = ap.parse_args(argv)
     setup()
     t0 = time.perf_counter()
@@ -47,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.cmd == "export":
         return run_stage(export, a.job, Path(a.from_gpu) if a.from_gpu else None)
+    if a.cmd == "scores":
+        from .scores import write_all
+
+        return run_stage(write_all)
     rc = run_stage(register)
     get(__name__).info(f"release: done in {time.perf_counter() - t0:.1f} s")
     return rc

@@ -12,8 +12,8 @@ from ..settings import BenchmarkSettings
 from .doc import Doc
 from .figures import loss_curves, trend_plot
 from .sources import environment, judged_versions, load
-from .tables import (METHOD_NAMES, anchor_line, data_line, paper_speed_table, promotion_table, speed_table,
-                     sr_tables, style_quality_table)
+from .tables import (METHOD_NAMES, anchor_line, data_line, paper_speed_table, promotion_table, scores_line,
+                     speed_table, sr_tables, style_quality_table)
 
 
 def _sr_section(d: Doc, sr: dict, bout: Path) -> None:
@@ -26,9 +26,9 @@ def _sr_section(d: Doc, sr: dict, bout: Path) -> None:
     if sr.get("missing"):
         d.p("Not measured: " + "; ".join(f"x{m['scale']} {m['method']}: "
                                          f"{m['reason'].removeprefix('not measured: ')}" for m in sr["missing"]))
-    line = anchor_line(sr)
-    if line:
-        d.p(line)
+    for line in (anchor_line(sr), scores_line(sr)):
+        if line:
+            d.p(line)
     crops = load(bout / "sr_crops.json") or []
     for scale in sorted({c["scale"] for c in crops}):
         cs = [c for c in crops if c["scale"] == scale]
@@ -48,6 +48,10 @@ def _style_section(d: Doc, st: dict, bout: Path) -> None:
     d.table(*paper_speed_table())
     if st.get("quality"):
         d.table(*style_quality_table(st))
+        if st.get("gatys_reused"):
+            d.p(f"Gatys: the images of {st['gatys_reused']} photo(s) were optimised earlier (by a run or the release's "
+                f"models/gatys/) from the same photo, painting, loss weights and settings, and scored by this run "
+                f"(pipelines/benchmark/gatys_cache.py).")
     imgs = load(bout / "style_images.json") or []
     for (model, photo) in dict.fromkeys((i["model"], i["photo"]) for i in imgs):
         group = [i for i in imgs if i["model"] == model and i["photo"] == photo]

@@ -54,6 +54,16 @@ def anchor_line(sr: dict) -> str | None:
     return ("Anchors, measured by this run on the standard LR files: " + "; ".join(parts) + ".") if parts else None
 
 
+def scores_line(sr: dict) -> str | None:
+    """How many per-image scores this run computed and how many it reused (benchmark score_cache)."""
+    sc = sr.get("scores")
+    if not sc or not sc.get("reused"):
+        return None
+    return (f"Scores: {sc['scored']} image scores computed by this run; {sc['reused']} reused, each stored earlier "
+            f"(by a run or the release's models/scores.json) under the same weights, image, scale and metric "
+            f"settings (pipelines/benchmark/score_cache.py).")
+
+
 def data_line(sr: dict | None, st: dict | None) -> str | None:
     """One line: the data the benchmarks read (a data folder, or the embedded default) and what they
     could not measure without it, with the one `perceptual data fetch` command that brings all of it."""

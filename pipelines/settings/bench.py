@@ -34,6 +34,7 @@ class BenchSRSettings:
     srcnn_official: Mapping[int, str] = field(default_factory=dict)
     vgg_layers: tuple[str, ...] = ("relu2_2",)
     crop: CropSettings | None = None
+    reuse_scores: bool = True  # score_cache: a method with the same weights on the same image is not scored again
 
     def check(self, where: str) -> None:
         if self.primary not in self.protocols:
@@ -48,6 +49,7 @@ class BenchStyleSettings:
     content_embedded: tuple[str, ...] = ()
     size: int = 128
     gatys_iters: tuple[int, ...] = (100,)
+    reuse_gatys: bool = True  # gatys_cache: the same photo, painting and objective is not optimised again
 
 
 @dataclass(frozen=True)
