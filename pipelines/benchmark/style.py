@@ -92,9 +92,9 @@ def style_quality(model, style_img, weights: dict, photos: list, net, *, iters: 
 
 
 def _score_models(found: list, objectives: dict, photos: list, net, iters: list[int], gkw: dict, out: Path,
-                  size: int) -> tuple[dict, list, list, dict]:
+                  size: int, store=None) -> tuple[dict, list, list, dict]:
     """({label: quality}, the plots rows, the report's image records under ``out``/style, {label: bench.*
-    metrics}) of each judged model; Gatys runs once per style and photo."""
+    metrics}) of each judged model; Gatys runs once per style and photo (``store``: and is reused across runs)."""
     from perceptual_core.inference import resize_longer
     from perceptual_core.io import load_image, save_image
 
