@@ -1,5 +1,5 @@
-"""Benchmark profiles (params.yaml benchmark.profile): `make run`'s quick one has no BSD100, `full` adds it
-and keeps everything else, and an unknown profile is a one-line error naming the setting."""
+"""Benchmark profiles (params.yaml benchmark.profile): `make run`'s quick one has no BSD100 and no 1024²
+speed row, `full` adds them and keeps everything else, and an unknown profile is a one-line error naming the setting."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,7 +31,10 @@ def test_quick_is_the_default_and_full_adds_bsd100(tmp_path, monkeypatch):
     assert full.sr.sets["BSD100"] == "BSD100/HR"
     assert {k: v for k, v in plain(full.sr).items() if k != "sets"} == \
         {k: v for k, v in plain(quick.sr).items() if k != "sets"}
-    assert full.style == quick.style and full.speed == quick.speed
+    assert full.style == quick.style
+    assert quick.speed.sizes == (256, 512) and full.speed.sizes == (256, 512, 1024)  # the paper's Table 1 sizes
+    assert {k: v for k, v in plain(full.speed).items() if k != "sizes"} == \
+        {k: v for k, v in plain(quick.speed).items() if k != "sizes"}
 
 
 def test_an_unknown_profile_is_refused_naming_the_setting(tmp_path, monkeypatch):
