@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .score_cache import SCORE_VERSION, digest
+from .score_cache import SCORE_VERSION, digest, places
 
 SHIPPED_DIR = "gatys"  # in the release's models folder
 
@@ -75,9 +75,5 @@ class GatysStore:
 
 
 def default_store(models_dir: Path | None) -> GatysStore:
-    from perceptual_core.vgg import cache_dir
-
-    folders = [cache_dir() / "scores" / "gatys"]
-    if models_dir is not None:
-        folders.append(Path(models_dir) / SHIPPED_DIR)
-    return GatysStore(folders)
+    """The user's Gatys cache, then the release's models/gatys/."""
+    return GatysStore(places("gatys", SHIPPED_DIR, models_dir))

@@ -89,11 +89,14 @@ class ScoreCache:
         return path
 
 
-def default_cache(models_dir: Path | None) -> ScoreCache:
-    """The user's score cache, then the release's shipped scores."""
+def places(user: str, shipped: str, models_dir: Path | None) -> list[Path]:
+    """Where reusable benchmark work is read: the user's cache (PERCEPTUAL_CACHE_DIR or the platform's,
+    under scores/), then the release's models folder (None: the user's only)."""
     from perceptual_core.vgg import cache_dir
 
-    files = [cache_dir() / "scores" / "benchmark_sr.json"]
-    if models_dir is not None:
-        files.append(Path(models_dir) / SHIPPED)
-    return ScoreCache(files)
+    return [cache_dir() / "scores" / user] + ([Path(models_dir) / shipped] if models_dir is not None else [])
+
+
+def default_cache(models_dir: Path | None) -> ScoreCache:
+    """The user's score cache, then the release's shipped scores."""
+    return ScoreCache(places("benchmark_sr.json", SHIPPED, models_dir))
