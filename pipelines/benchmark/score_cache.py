@@ -47,8 +47,14 @@ def model_key(kind: str, model, **extra) -> dict:
             "weights": state_dict_sha256(model.state_dict()), **extra}
 
 
-def entry_key(method: dict, pair, scale: int, layers: tuple, vgg_sha: str | None) -> str:
-    return digest({"v": SCORE_VERSION, "method": method, "hr": array_digest(pair.hr), "lr": array_digest(pair.lr),
+def pair_digests(pair) -> dict:
+    """The image part of an entry's key (hashed once per pair, whatever the number of methods)."""
+    return {"hr": array_digest(pair.hr), "lr": array_digest(pair.lr)}
+
+
+def entry_key(method: dict, pair, scale: int, layers: tuple, vgg_sha: str | None, images: dict | None = None) -> str:
+    """``images``: pair_digests(pair), when already computed."""
+    return digest({"v": SCORE_VERSION, "method": method, **(images or pair_digests(pair)),
                    "scale": scale, "layers": list(layers), "vgg": vgg_sha if layers else None})
 
 

@@ -84,16 +84,17 @@ def score_pairs(methods: dict, pairs: list, scale: int, vgg, layers: tuple, desc
     from perceptual_core.losses import feature_loss
     from perceptual_core.metrics import sr_metrics
 
-    from .score_cache import entry_key
+    from .score_cache import entry_key, pair_digests
 
     vgg_sha = vgg.info.sha256 if layers else None
     per_m: dict[str, list] = {mid: [] for mid in methods}
     for p in progress(pairs, desc):
         hr_f = None
         show = on_image is not None and (wanted is None or wanted(p))
+        images = pair_digests(p) if cache is not None else None
         for mid, (label, fn) in methods.items():
             ident = getattr(fn, "score_key", None) if cache is not None else None
-            key = entry_key(ident, p, scale, layers, vgg_sha) if ident is not None else None
+            key = entry_key(ident, p, scale, layers, vgg_sha, images) if ident is not None else None
             m = cache.get(key) if key is not None else None
             if m is not None and not show:
                 per_m[mid].append(m)

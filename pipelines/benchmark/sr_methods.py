@@ -45,22 +45,29 @@ def network(net, scale: int):
     return run
 
 
+def official_weights(scale: int, sr: BenchSRSettings) -> tuple[int | None, str | None]:
+    """(native scale, .mat path under data_dir) of the official SRCNN weights used at ``scale``: its own
+    scale, else the largest one that divides it (run there, then bicubic); (None, None) when none does."""
+    off = dict(sr.srcnn_official)
+    native = scale if scale in off else max((s for s in off if scale % s == 0), default=None)
+    return (native, off[native]) if native else (None, None)
+
+
 def methods(scale: int, sr: BenchSRSettings, alias: str, judged: dict, missing: list) -> dict:
     """method id -> (label, fn). Adds each judged version to ``judged`` ({(label name, its scale): version})
     and each method not measured to ``missing``."""
     from perceptual_core.srcnn import load_srcnn_mat
 
     out = {"bicubic": ("bicubic", bicubic(scale))}
-    off = dict(sr.srcnn_official)
-    native = scale if scale in off else max((s for s in off if scale % s == 0), default=None)
-    if native and not _data_path(off[native]).is_file():
-        nm = _not_measured(f"benchmark.sr.srcnn_official.{native}", off[native], _data_path(off[native]))
+    native, mat = official_weights(scale, sr)
+    if native and not _data_path(mat).is_file():
+        nm = _not_measured(f"benchmark.sr.srcnn_official.{native}", mat, _data_path(mat))
         missing.append({"method": "srcnn-official", "scale": scale, "reason": nm["reason"],
                         "fetch": nm["fetch"]})
         log(f"benchmark_sr: x{scale} srcnn-official: {nm['reason']} ({nm['path']} is not there)")
     elif native:
         label = "SRCNN (official)" + ("" if native == scale else f" x{native} + bicubic x{scale // native}")
-        out["srcnn-official"] = (label, _srcnn_then_bicubic(load_srcnn_mat(_data_path(off[native])), scale, native))
+        out["srcnn-official"] = (label, _srcnn_then_bicubic(load_srcnn_mat(_data_path(mat)), scale, native))
     else:
         missing.append({"method": "srcnn-official", "scale": scale, "reason": "no official weights for this scale"})
     for mid, names in (("srcnn", list(dict.fromkeys([f"srcnn-x{scale}", "srcnn-x4"]))), ("pixel", [f"sr-x{scale}-pixel"]),

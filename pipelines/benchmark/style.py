@@ -27,6 +27,26 @@ def style_objective(job: str) -> tuple[dict, str]:
     return spec["weights"], spec["style_image"]
 
 
+def gatys_snapshots(content: torch.Tensor, style_img: torch.Tensor, net, weights: tuple, iters: list[int],
+                    gatys_opts: dict, store=None) -> tuple[dict, float]:
+    """({iteration: image} after each of ``iters`` L-BFGS iterations, evaluations per iteration) of Gatys
+    from ``content`` on the objective ``weights`` = (content, style, tv); taken from ``store``
+    (gatys_cache.GatysStore) when it holds this run, and kept there otherwise."""
+    from perceptual_core.gatys import gatys
+
+    opts = {k: gatys_opts[k] for k in ("optimizer", "init", "style_size", "content_layers", "style_layers")}
+    key = gatys_key(content, style_img, weights, iters, opts, net.info.sha256) if store is not None else None
+    found = store.get(key) if store is not None else None
+    if found is None:
+        cw, sw, tw = weights
+        res = gatys(content, style_img, net, iters=iters[-1], snapshot_at=iters, content_weight=cw,
+                    style_weight=sw, tv_weight=tw, **opts)
+        found = (res.snapshots, sum(h["evals"] for h in res.history) / len(res.history))
+        if store is not None:
+            store.put(key, *found)
+    return found
+
+
 def style_quality(model, style_img, weights: dict, photos: list, net, *, iters: list[int], gatys_opts: dict,
                   save: Path | None = None, prefix: str = "", progress_desc: str = "",
                   cache: dict | None = None, store=None) -> tuple[dict, list, list]:
@@ -38,7 +58,6 @@ def style_quality(model, style_img, weights: dict, photos: list, net, *, iters: 
     ``cache``: a dict shared between calls on the same style and objective (champion and challenger),
     so Gatys runs once per photo; ``store`` (gatys_cache.GatysStore): Gatys' snapshots kept across runs
     by everything that determines them."""
-    from perceptual_core.gatys import gatys
     from perceptual_core.io import save_image
     from perceptual_core.losses import PerceptualLoss
 
@@ -62,15 +81,7 @@ def style_quality(model, style_img, weights: dict, photos: list, net, *, iters: 
         if iters:
             key = (pname, cw, sw, tw, tuple(iters))
             if cache is None or key not in cache:
-                opts = {k: gatys_opts[k] for k in ("optimizer", "init", "style_size", "content_layers", "style_layers")}
-                skey = gatys_key(c, style_img, (cw, sw, tw), iters, opts, net.info.sha256) if store is not None else None
-                found = store.get(skey) if store is not None else None
-                if found is None:
-                    res = gatys(c, style_img, net, iters=iters[-1], snapshot_at=iters, content_weight=cw,
-                                style_weight=sw, tv_weight=tw, **opts)
-                    found = (res.snapshots, sum(h["evals"] for h in res.history) / len(res.history))
-                    if store is not None:
-                        store.put(skey, *found)
+                found = gatys_snapshots(c, style_img, net, (cw, sw, tw), iters, gatys_opts, store)
                 if cache is not None:
                     cache[key] = found
             snapshots, evals_per_it = found if cache is None else cache[key]

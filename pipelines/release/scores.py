@@ -27,11 +27,10 @@ def shipped_methods(scale: int, sr) -> dict:
     from ..benchmark.inputs import _data_path
 
     out = {"bicubic": ("bicubic", sr_methods.bicubic(scale))}
-    off = dict(sr.srcnn_official)
-    native = scale if scale in off else max((s for s in off if scale % s == 0), default=None)
-    if native and _data_path(off[native]).is_file():
+    native, mat = sr_methods.official_weights(scale, sr)
+    if native and _data_path(mat).is_file():
         out["srcnn-official"] = ("SRCNN (official)", sr_methods._srcnn_then_bicubic(
-            load_srcnn_mat(_data_path(off[native])), scale, native))
+            load_srcnn_mat(_data_path(mat)), scale, native))
     for e in zoo.entries():
         if e.task != "upscale":
             continue
@@ -79,14 +78,14 @@ def write_gatys(models_dir: Path | None = None) -> list[Path]:
     """models/gatys/: Gatys' snapshots for benchmark_style's default photos (the data folder's and the
     embedded ones) and each default style job, keyed as benchmark_style keys them."""
     from perceptual_core import zoo
-    from perceptual_core.gatys import gatys
     from perceptual_core.inference import resize_longer
     from perceptual_core.io import load_image
 
     from .. import embedded
     from ..benchmark import style_objective
-    from ..benchmark.gatys_cache import SHIPPED_DIR, GatysStore, gatys_key
+    from ..benchmark.gatys_cache import SHIPPED_DIR, GatysStore
     from ..benchmark.inputs import _data_path
+    from ..benchmark.style import gatys_snapshots
     from ..settings import TrainSettings
 
     log = get(__name__)
@@ -94,23 +93,18 @@ def write_gatys(models_dir: Path | None = None) -> list[Path]:
     photos = [_data_path(c) for c in st.content if _data_path(c).is_file()]
     photos += embedded.builtin_photos(list(st.content_embedded), "benchmark.style.content_embedded")
     net, gkw, iters = config.loss_network(), config.gatys_kwargs(), sorted(st.gatys_iters)
-    opts = {k: gkw[k] for k in ("optimizer", "init", "style_size", "content_layers", "style_layers")}
     folder = Path(models_dir or zoo.models_dir()) / SHIPPED_DIR
     for old in folder.glob("*.safetensors"):
         old.unlink()
-    store, written = GatysStore([folder]), []
+    store = GatysStore([folder])  # empty now: every photo is optimised and written there
     for job in tr.jobs:
         weights, style_path = style_objective(job)
         style_img = load_image(style_path).to_tensor()
         w = tuple(float(weights[k]) for k in ("content", "style", "tv"))
         for p in photos:
-            c = resize_longer(load_image(p).to_tensor(), st.size)
-            res = gatys(c, style_img, net, iters=iters[-1], snapshot_at=iters, content_weight=w[0],
-                        style_weight=w[1], tv_weight=w[2], **opts)
-            evals = sum(h["evals"] for h in res.history) / len(res.history)
-            written.append(store.put(gatys_key(c, style_img, w, iters, opts, net.info.sha256), res.snapshots, evals))
-            log.info(f"release scores: Gatys {job} on {p.name} at {st.size} px, {iters} iterations -> {written[-1]}")
-    return written
+            gatys_snapshots(resize_longer(load_image(p).to_tensor(), st.size), style_img, net, w, iters, gkw, store)
+            log.info(f"release scores: Gatys {job} on {p.name} at {st.size} px, {iters} iterations -> {folder}")
+    return sorted(folder.glob("*.safetensors"))
 
 
 def write_all() -> None:
