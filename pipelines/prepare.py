@@ -137,7 +137,8 @@ def _results(items: list[dict], spec: PatchSpec, workers: int, use_ray: bool):
 def prepare(kind: str, sec: PrepareSettings, degradation: DegradationSettings, *, input_dir: Path, out_dir: Path,
             metrics_path: Path | None = None, use_ray: bool = True) -> dict:
     """Run one prepare stage (``sec``: its settings, prepare_style or prepare_sr); returns its summary (the
-    counts, written to ``metrics_path`` as the DVC metrics, plus the rejections by kind, the scales and the seconds)."""
+    counts, the rejections by kind, the scales and the seconds); ``metrics_path`` gets the DVC metrics: images
+    used, rejected and patches (train + val)."""
     spec = PatchSpec.from_params(kind, plain(sec), plain(degradation))
     workers, shard_rows = int(sec.workers), int(sec.shard_rows)
     if workers < 1:
@@ -187,7 +188,7 @@ def prepare(kind: str, sec: PrepareSettings, degradation: DegradationSettings, *
     kinds: dict[str, int] = {}
     for r in rejected:
         kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
-    summary = {  # the DVC metrics: a few numbers (each file, patch and rejection: manifest.csv, rejected.csv)
+    summary = {  # the counts (each file, patch and rejection: manifest.csv, rejected.csv)
         "files": len(files), "images_used": len(used), "rejected": len(rejected),
         "patches": {s: sum(1 for m in manifest if m["split"] == s) for s in ("train", "val")},
         "upscaled_images": len({m["file"] for m in manifest if m["upscaled"]}),
@@ -196,7 +197,9 @@ def prepare(kind: str, sec: PrepareSettings, degradation: DegradationSettings, *
     if metrics_path is not None:
         from perceptual_core.io import atomic_write
 
-        atomic_write(metrics_path, lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
+        # the DVC metrics: three numbers, in the columns both prepare stages share in `dvc metrics show`
+        headline = {"images": len(used), "rejected": len(rejected), "patches": len(manifest)}
+        atomic_write(metrics_path, lambda f: f.write((json.dumps(headline, indent=2) + "\n").encode()))
     log.info(f"prepare_{kind}: {len(used)}/{len(files)} images -> {summary['patches']['train']} train + "
              f"{summary['patches']['val']} val patches, {len(rejected)} rejected; {elapsed:.1f} s "
              f"({len(files) / elapsed:.2f} images/s, {f'{workers} workers' if use_ray else 'no Ray'}) -> {out_dir}")

@@ -274,6 +274,14 @@ def _rollback(name: str, *, dry_run: bool, by: str | None) -> dict:
     return dec
 
 
+def _headline(counts: dict) -> dict:
+    """promote.out's numbers, one row of `dvc metrics show` in four short columns: champions moved
+    (promoted, first champions included), challengers rejected, refusals, and models with nothing to judge
+    (skipped, or the challenger already champion); each outcome's own count is in promote.decisions."""
+    return {"promoted": counts["promoted"] + counts["first_champion"], "rejected": counts["rejected"],
+            "refused": counts["refused"], "skipped": counts["skipped"] + counts["already_champion"]}
+
+
 def promote_all(*, dry_run: bool = False, by: str | None = None) -> tuple[list, int]:
     """Every model params' train jobs name; writes (unless dry_run) the decisions to promote.decisions and
     their counts per outcome to promote.out (the DVC metrics: a few numbers, so `dvc metrics show` stays
@@ -298,7 +306,7 @@ def promote_all(*, dry_run: bool = False, by: str | None = None) -> tuple[list, 
         for path, doc in ((s.decisions, {"at": _now(), "by": _who(by),
                                             "tracking_uri": tracking.redact(tracking.tracking_uri()),
                                             "counts": counts, "decisions": decisions}),
-                          (s.out, {"counts": counts})):
+                          (s.out, _headline(counts))):
             path = config.resolve(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(doc, indent=1) + "\n")

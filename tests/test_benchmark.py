@@ -38,6 +38,11 @@ def headline(doc_or_path) -> dict:
     return flat
 
 
+def headline_rows(folder) -> dict:
+    """A DVC metrics folder (a row per method or model): {row: headline numbers} of its files."""
+    return {f.stem: headline(f) for f in sorted(Path(folder).glob("*.json"))}
+
+
 @pytest.fixture()
 def bench_params(tmp_path, data_dir):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -62,9 +67,13 @@ def test_sr_benchmark_anchor_rows(tmp_path, bench_params, weights_cache):
     doc = json.loads((tmp_path / "out/sr_results.json").read_text())  # the full results: the report's input
     x4 = doc["results"]["x4"]
     # the DVC metrics: the headline only, Set5 x4 Y-PSNR per method on the primary protocol, and the time
-    top = headline(tmp_path / "metrics/benchmark_sr.json")
-    assert top == {f"Set5_x4.{m}": pytest.approx(v["psnr_y"], abs=1e-4) for m, v in x4["Set5"]["standard"].items()} \
-        | {"wall_seconds": doc["seconds"]} and set(x4["Set5"]["standard"]) == {"bicubic", "srcnn-official"}
+    assert headline(tmp_path / "metrics/benchmark_sr.json") == {"wall_seconds": doc["seconds"]}
+    rows = headline_rows(tmp_path / "metrics/benchmark_sr")  # a row per method, a column per scale
+    want: dict = {}
+    for scale in ("x4", "x8"):
+        for m, v in doc["results"][scale]["Set5"]["standard"].items():
+            want.setdefault(m, {})[f"Set5_{scale}"] = pytest.approx(v["psnr_y"], abs=1e-4)
+    assert rows == want and set(rows) == {"bicubic", "srcnn-official"} and set(x4["Set5"]["standard"]) == set(rows)
     # anchors (MATLAB protocol, Y channel, shave 4): bicubic on the standard LR files ...
     for set_name, (p, s) in {"Set5": (28.4177, 0.8101), "Set14": (25.9933, 0.7023)}.items():
         b = x4[set_name]["standard"]["bicubic"]
@@ -147,8 +156,8 @@ def test_sr_benchmark_judges_the_champion_beside_the_challenger(tmp_path, bench_
     cli("benchmark", "sr", env_extra=env)
     doc = json.loads((tmp_path / "out/sr_results.json").read_text())
     got = doc["results"]["x4"]["Set5"]["standard"]
-    assert set(headline(tmp_path / "metrics/benchmark_sr.json")) == {"Set5_x4.bicubic", "Set5_x4.pixel",
-                                                                    "Set5_x4.pixel@champion", "wall_seconds"}
+    assert headline_rows(tmp_path / "metrics/benchmark_sr") == {
+        m: {"Set5_x4": pytest.approx(got[m]["psnr_y"], abs=1e-4)} for m in ("bicubic", "pixel", "pixel@champion")}
     assert {"bicubic", "pixel", "pixel@champion"} <= set(got) and got["pixel"] != got["pixel@champion"]
     assert doc["labels"]["x4/pixel@champion"] == f"ours l_pixel (champion v{versions[0]})"
     assert doc["versions"]["sr-x4-pixel@champion"]["version"] == versions[0]
@@ -201,17 +210,19 @@ def _results(sets: list[str], scales=(4, 8), protocols=("standard", "blur"), met
 
 def test_headlines_stay_a_few_numbers_whatever_was_measured():
     """Every set, scale, protocol, method and figure of the default benchmark (4 sets x 2 scales x 2
-    protocols x 8 methods x 6 figures, 5 styles and their champions, 3 sizes) gives a dozen or so DVC
-    metrics, with stable short keys; without Set5 the headline row is the first set measured, so named."""
+    protocols x 8 methods x 6 figures, 5 styles and their champions, 3 sizes) gives a row per method or
+    model with one to two numbers in shared short keys, and a few numbers for the stage; without Set5 the
+    headline set is the first set measured, so named."""
     from pipelines.benchmark import sr_headline, style_headline
 
     doc = {"seconds": 812.5, "results": _results(["Embedded", "Set5", "Set14", "BSD100"]), "labels": {"x4/feat": "l"}}
-    top = headline(sr_headline(doc, "blur"))
-    assert top["Set5_x4.feat@champion"] == doc["results"]["x4"]["Set5"]["blur"]["feat@champion"]["psnr_y"]
-    assert len(top) == 9 and top["wall_seconds"] == 812.5
-    assert set(headline(sr_headline({"seconds": 1.0, "results": _results(["Embedded"], scales=(8,))}, "blur"))) == \
-        {f"Embedded_x8.{m}" for m in ("bicubic", "srcnn-official", "srcnn", "srcnn@champion", "pixel",
-                                     "pixel@champion", "feat", "feat@champion")} | {"wall_seconds"}
+    stage, rows = sr_headline(doc, "blur")
+    assert headline(stage) == {"wall_seconds": 812.5} and len(rows) == 8  # a row per method, a column per scale
+    assert {m: set(headline(r)) for m, r in rows.items()} == {m: {"Set5_x4", "Set5_x8"} for m in rows}
+    assert rows["feat@champion"]["Set5_x8"] == doc["results"]["x8"]["Set5"]["blur"]["feat@champion"]["psnr_y"]
+    _, rows = sr_headline({"seconds": 1.0, "results": _results(["Embedded"], scales=(8,))}, "blur")
+    assert set(rows) == {"bicubic", "srcnn-official", "srcnn", "srcnn@champion", "pixel", "pixel@champion", "feat",
+                         "feat@champion"} and {k for r in rows.values() for k in r} == {"Embedded_x8"}
 
     q = {"photo": {"total_loss": 9.0}, "ours": {"total_loss": 2.0, "style_loss": 1.0}, "gatys500": {"total_loss": 1.5}}
     styles = ("starry_night", "composition_vii", "great_wave", "the_scream", "la_muse")
@@ -219,7 +230,7 @@ def test_headlines_stay_a_few_numbers_whatever_was_measured():
                       "gatys500_s": 15.0, "speedup500": 1500.123456, "gatys500_measured": False}
              for n in (256, 512, 1024)}
     st = {"seconds": 40.0, "speed": speed, "quality": {f"style-{s}{c}": q for s in styles for c in ("", "@champion")}}
-    top = headline(style_headline(st))
-    assert top["total_loss.great_wave@champion"] == 2.0 and top["speed_1024.speedup500"] == 1500.0
-    assert top["speed_1024.ours_s"] == 10.24 and len(top) == 2 * len(styles) + 3
-    assert headline(style_headline({"seconds": 3.0, "speed": {}, "quality": {}})) == {"wall_seconds": 3.0}
+    stage, rows = style_headline(st)
+    assert headline(stage) == {"speed_size": 1024, "ours_s": 10.24, "speedup500": 1500.0, "wall_seconds": 40.0}
+    assert rows["great_wave@champion"] == {"total_loss": 2.0} and len(rows) == 2 * len(styles)
+    assert style_headline({"seconds": 3.0, "speed": {}, "quality": {}}) == ({"wall_seconds": 3.0}, {})

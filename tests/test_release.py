@@ -178,14 +178,14 @@ def _small_export_params(tmp_path: Path) -> Path:
 
 def _training_run(wd: Path, job: str, model, run_id: str, *, iterations: int, rate: float, losses: tuple,
                   seconds: float) -> None:
-    """What `release train JOB` leaves in the workdir: its params, the checkpoint, metrics.json, events."""
+    """What `release train JOB` leaves in the workdir: its params, the checkpoint, summary.json, events."""
     from perceptual_core.checkpoint import save_checkpoint
 
     jdir = wd / "train" / job
     jdir.mkdir(parents=True)
     (wd / "params.yaml").write_text(yaml.safe_dump(release.release_params()))
     save_checkpoint(jdir / "model.pt", model, meta={"run_id": run_id})
-    (jdir / "metrics.json").write_text(json.dumps({"iterations": iterations, "iterations_per_s": rate,
+    (jdir / "summary.json").write_text(json.dumps({"iterations": iterations, "iterations_per_s": rate,
                                                    "loss_start": {"loss_total": losses[0]},
                                                    "loss_end": {"loss_total": losses[1]}}))
     (jdir / "events.jsonl").write_text(json.dumps({"time": 100.0, "event": "start", "rank": 0}) + "\n" +

@@ -1,5 +1,6 @@
-"""What a benchmark stage writes. metrics/benchmark_*.json (DVC metrics) hold a handful of headline
-figures so `dvc metrics show|diff` and `dvc exp show` stay readable; plots/benchmark_*.csv (dvc plots)
+"""What a benchmark stage writes. metrics/benchmark_*.json and one file per method or model under
+metrics/benchmark_*/ (DVC metrics) hold a handful of headline figures, in columns every row shares, so
+`dvc metrics show|diff` stay about a screen wide; plots/benchmark_*.csv (dvc plots)
 every figure; `benchmark.out_dir`/sr_results.json and style_results.json the full results the report
 renders (means, labels, judged versions, what was not measured and why) beside its image lists.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -51,15 +53,23 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def write_stage(dirs: tuple[Path, Path, Path], kind: str, doc: dict, headline: dict, plots: dict[str, list],
-                images: tuple[str, list]) -> None:
-    """Stage benchmark_``kind``'s files: the full results, the headline DVC metrics, the plots CSVs
-    ({file name: rows}) and the report's image list (file name, records)."""
+def write_stage(dirs: tuple[Path, Path, Path], kind: str, doc: dict, headline: tuple[dict, dict],
+                plots: dict[str, list], images: tuple[str, list]) -> None:
+    """Stage benchmark_``kind``'s files: the full results; the DVC metrics, ``headline`` = (the stage's
+    numbers -> metrics_dir/benchmark_KIND.json, {row: numbers} -> one file per row under
+    metrics_dir/benchmark_KIND/, replaced whole so a method no longer judged leaves no stale row); the
+    plots CSVs ({file name: rows}) and the report's image list (file name, records)."""
     out, met, plot_dir = dirs
     (out / (SR_RESULTS if kind == "sr" else STYLE_RESULTS)).write_text(json.dumps(doc, indent=1))
-    (met / f"benchmark_{kind}.json").write_text(json.dumps(headline, indent=1) + "\n")
-    for name, rows in plots.items():
-        _write_csv(plot_dir / name, rows)
+    stage, rows = headline
+    (met / f"benchmark_{kind}.json").write_text(json.dumps(stage, indent=1) + "\n")
+    row_dir = met / f"benchmark_{kind}"
+    shutil.rmtree(row_dir, ignore_errors=True)
+    row_dir.mkdir()
+    for name, numbers in rows.items():
+        (row_dir / f"{name}.json").write_text(json.dumps(numbers, indent=1) + "\n")
+    for name, rows_ in plots.items():
+        _write_csv(plot_dir / name, rows_)
     (out / images[0]).write_text(json.dumps(images[1], indent=1))
 
 
@@ -67,38 +77,37 @@ def _sig(x: float, digits: int = 6) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def sr_headline(doc: dict, primary: str) -> dict:
-    """benchmark_sr's DVC metrics: the Y-PSNR (dB) of every method on one row of the table, Set5 x4 on
-    the ``primary`` protocol (where not measured: the first set and scale that were), under the key
-    `<set>_x<scale>`, and the stage's wall time. Every other figure is in plots/benchmark_sr.csv and
-    out_dir/sr_results.json."""
-    out = {}
-    res = doc.get("results") or {}
-    scale = HEADLINE_SCALE if HEADLINE_SCALE in res else next(iter(res), None)
-    if scale and res[scale]:
-        sets = res[scale]
+def sr_headline(doc: dict, primary: str) -> tuple[dict, dict]:
+    """benchmark_sr's DVC metrics: ({wall_seconds}, {method: {`<set>_x<scale>`: Y-PSNR dB}}), each method
+    a row of `dvc metrics show` with one column per scale, on Set5 (where not measured: the first set
+    that was) and the ``primary`` protocol. A row per method, not a key, keeps the table as narrow as the
+    scales are many. Every other figure is in plots/benchmark_sr.csv and out_dir/sr_results.json."""
+    rows: dict[str, dict] = {}
+    for scale, sets in (doc.get("results") or {}).items():
+        if not sets:
+            continue
         name = HEADLINE_SET if HEADLINE_SET in sets else next(iter(sets))
         by = sets[name]
         proto = primary if primary in by else next(iter(by))
-        out[f"{name}_{scale}"] = {m: _sig(v["psnr_y"]) for m, v in by[proto].items()}
-    out["wall_seconds"] = doc["seconds"]
-    return out
+        for m, v in by[proto].items():
+            rows.setdefault(m, {})[f"{name}_{scale}"] = _sig(v["psnr_y"])
+    return {"wall_seconds": doc["seconds"]}, rows
 
 
-def style_headline(doc: dict) -> dict:
-    """benchmark_style's DVC metrics: the total loss (training weights) of each judged style model's
-    outputs (`total_loss.<style>`, `@champion` for the champion judged beside it), the feed-forward
-    seconds and the speedup over the longest Gatys run at the largest size (`speed_<size>`), and the
-    stage's wall time. Every other figure is in plots/benchmark_style_*.csv and out_dir/style_results.json."""
-    out = {}
-    if doc.get("quality"):
-        out["total_loss"] = {label.removeprefix("style-"): _sig(q["ours"]["total_loss"])
-                             for label, q in doc["quality"].items()}
+def style_headline(doc: dict) -> tuple[dict, dict]:
+    """benchmark_style's DVC metrics: the stage's ({speed_size, ours_s, speedup<N>}: the feed-forward
+    seconds and the speedup over the longest Gatys run at the largest size; wall_seconds) and {model:
+    {total_loss}}, the total loss (training weights) of each judged style model's outputs, a row each
+    (`<style>@champion` for the champion judged beside it). Every other figure is in
+    plots/benchmark_style_*.csv and out_dir/style_results.json."""
+    stage: dict = {}
     if doc.get("speed"):
         size = max(doc["speed"], key=int)
         e = doc["speed"][size]
         n = max((int(k[7:]) for k in e if k.startswith("speedup") and k[7:].isdigit()), default=None)
-        out[f"speed_{size}"] = {"ours_s": _sig(e["ours_s"], 4),
-                                **({f"speedup{n}": _sig(e[f"speedup{n}"], 4)} if n is not None else {})}
-    out["wall_seconds"] = doc["seconds"]
-    return out
+        stage.update(speed_size=int(size), ours_s=_sig(e["ours_s"], 4),
+                     **({f"speedup{n}": _sig(e[f"speedup{n}"], 4)} if n is not None else {}))
+    stage["wall_seconds"] = doc["seconds"]
+    rows = {label.removeprefix("style-"): {"total_loss": _sig(q["ours"]["total_loss"])}
+            for label, q in (doc.get("quality") or {}).items()}
+    return stage, rows

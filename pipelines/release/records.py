@@ -14,11 +14,13 @@ def _cpu_trained(job: str) -> tuple:
     """(fp32 model, training record) of the release training run (`train`)."""
     from perceptual_core.checkpoint import load_model, read_checkpoint
 
+    from ..train import SUMMARY
+
     jdir = workdir() / "train" / job
     ckpt = jdir / "model.pt"
     model = load_model(ckpt)
     meta = read_checkpoint(ckpt)["meta"]
-    summary = json.loads((jdir / "metrics.json").read_text())
+    summary = json.loads((jdir / SUMMARY).read_text())  # the run's whole summary (metrics.json: its headline)
     p = config.read_params(workdir() / "params.yaml")  # what the model was trained with
     return model, {"command": f"python -m pipelines.release train {job}", "data": list(settings().data),
                    "iterations": summary["iterations"], "wall_seconds": training_seconds(jdir),

@@ -17,7 +17,7 @@ from ..log import get
 from ..settings import LossNetworkSettings, TrainSettings, plain
 from ..settings.train import RaySettings
 from .loop import train_loop
-from .outdir import EVENTS, HEADLINE, RUN_ID, STATE, SUMMARY, read_events
+from .outdir import EVENTS, RUN_ID, STATE, SUMMARY, headline, read_events
 from .spec import _init_bytes, job_spec
 from .step import _validation_grid
 from .tracked import _resumed_run, _tracking_step
@@ -28,7 +28,7 @@ log = get(__name__)
 def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: dict | None = None,
             ray_overrides: dict | None = None) -> dict:
     """Train JOB, track it in MLflow, register the model; returns the summary written to summary.json
-    (its numbers, HEADLINE, to metrics.json).
+    (its headline numbers, outdir.headline, to metrics.json).
     ``overrides``: job spec values; ``ray_overrides``: `train.ray` values (e.g. num_workers)."""
     from perceptual_core.checkpoint import save_checkpoint
     from perceptual_core.networks import build_model
@@ -97,7 +97,7 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
                                       tags={"job": job})
     summary.update(model=spec["registered"], version=str(version.version))
     (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-    (out_dir / "metrics.json").write_text(json.dumps({k: summary[k] for k in HEADLINE}, indent=2) + "\n")
+    (out_dir / "metrics.json").write_text(json.dumps(headline(summary), indent=2) + "\n")
     log.info(f"{job}: {summary['iterations']} iterations in {wall:.0f} s; loss_total "
              f"{summary['loss_start'].get('loss_total', float('nan')):.4g} -> "
              f"{summary['loss_end'].get('loss_total', float('nan')):.4g}; registered {spec['registered']} "
