@@ -31,10 +31,12 @@ FAMILIES = [
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """A fresh sqlite registry and a params file whose promote section is FAMILIES (train jobs as the project's)."""
+    """A fresh sqlite registry and a params file whose promote section is FAMILIES (train jobs: the project's
+    style, x4 l_feat and l_pixel, SRCNN x4)."""
     d = tmp_path_factory.mktemp("promote")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["promote"] = {"out": str(d / "promotion.json"), "families": FAMILIES}
+    params["train"]["sr"]["jobs"], params["train"]["srcnn"]["jobs"] = ["x4-feat", "x4-pixel"], ["x4"]
     (d / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
