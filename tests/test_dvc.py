@@ -150,7 +150,7 @@ def test_dvc_repro_whole_pipeline(tmp_path, data_dir, weights_cache, ray_address
     tr.update(report_every=2, checkpoint_every=4)
     tr["style"].update(jobs=["la_muse"], iterations=4, crop=64, batch_size=2)
     tr["sr"].update(jobs=["x4-feat"], iterations=4, crop=64, batch_size=2)
-    tr["srcnn"].update(iterations=4, crop=64, batch_size=2)
+    tr["srcnn"].update(jobs=["x4"], iterations=4, crop=64, batch_size=2)
     repo, env = make_repo(tmp_path, params)
     env["PERCEPTUAL_DATA_DIR"] = str(data_dir)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
