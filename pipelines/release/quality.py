@@ -91,7 +91,10 @@ def _sr_release_info(job: str, model, out: Path) -> dict:
 
 
 def style_quality(model, style_img, weights, photos, net, q: QualitySettings):
+    """benchmark_style's scoring at the release size; Gatys' images are kept in the user's cache (the same
+    key as benchmark_style's), so a model of the same painting and objective, or a re-export, reuses them."""
     from ..benchmark import style_quality as score
+    from ..benchmark.gatys_cache import default_store
 
     return score(model, style_img, weights, photos, net, iters=sorted(int(i) for i in q.gatys_iters),
-                 gatys_opts=config.gatys_kwargs(), progress_desc="release quality")
+                 gatys_opts=config.gatys_kwargs(), progress_desc="release quality", store=default_store(None))
