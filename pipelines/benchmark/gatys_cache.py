@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .score_cache import SCORE_VERSION, digest, places
+from .score_cache import SCORE_VERSION, digest, places, stable_bytes
 
 SHIPPED_DIR = "gatys"  # in the release's models folder
 
@@ -23,11 +23,9 @@ SHIPPED_DIR = "gatys"  # in the release's models folder
 def tensor_digest(t: torch.Tensor) -> str:
     import hashlib
 
-    import numpy as np
-
-    x = t.detach().to("cpu", torch.float64).contiguous()
+    x = t.detach().to("cpu", torch.float64)
     h = hashlib.sha256(f"{tuple(x.shape)}".encode())
-    h.update(np.round(x.numpy(), 6).tobytes())  # at 6 decimals: a resized photo's last bits differ by CPU
+    h.update(stable_bytes(x.numpy()))
     return h.hexdigest()
 
 

@@ -31,14 +31,18 @@ def digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def array_digest(a: np.ndarray) -> str:
-    """SHA-256 of an image array. Float arrays (an LR made from HR, a blurred one) are hashed at 6
-    decimals: their last bits differ between CPUs and BLAS builds (measured: a float64 LR of Set5 made on
-    two machines), which would make every machine miss the release's entries."""
-    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+def stable_bytes(a: np.ndarray) -> bytes:
+    """An image array's bytes for a key. Float arrays (an LR made from HR, a blurred one, a resized photo)
+    at 6 decimals: their last bits differ between CPUs and BLAS builds (measured: a float64 LR of Set5 made
+    on two machines), which would make every machine miss the release's entries."""
     if a.dtype.kind == "f":
         a = np.round(a.astype(np.float64), 6)
-    h.update(np.ascontiguousarray(a).tobytes())
+    return np.ascontiguousarray(a).tobytes()
+
+
+def array_digest(a: np.ndarray) -> str:
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(stable_bytes(a))
     return h.hexdigest()
 
 

@@ -13,10 +13,13 @@ STATE = "state.pt"
 EVENTS = "events.jsonl"
 RUN_ID = "mlflow_run_id"  # the job's MLflow run, continued by --resume
 SUMMARY = "summary.json"  # the whole summary of a finished run (job, MLflow run, registered version, ...)
+
+
 def headline(summary: dict) -> dict:
-    """metrics.json's numbers (DVC metrics, written last: the run finished) from summary.json's: the same four keys for every job (iterations, the mean
-    rate, the objective's total at the last report, the wall time), so each job is a row of `dvc metrics
-    show` in shared columns; the per-term losses at start and end, restarts and the run stay in summary.json."""
+    """metrics.json's numbers (DVC metrics, written last: the run finished) from summary.json's: the same
+    four keys for every job (iterations, the mean rate, the objective's total at the last report, the wall
+    time), so each job is a row of `dvc metrics show` in shared columns; the per-term losses at start and
+    end, restarts and the run stay in summary.json."""
     return {"iterations": summary["iterations"], "it_per_s": summary["iterations_per_s"],
             "loss": summary["loss_end"].get("loss_total"), "wall_seconds": summary["wall_seconds"]}
 
