@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PERCEPTUAL_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: run test test-fast install clean-venv services-up services-down
+.PHONY: run exp test test-fast install clean-venv services-up services-down
 
 install: $(STAMP)
 
@@ -19,6 +19,12 @@ $(STAMP): pyproject.toml
 # the venv's bin on PATH so its stages find python, dvc and ray.
 run: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" DVC_NO_ANALYTICS=1 $(PY) -m pipelines.make_run
+
+# `dvc exp show` a screen wide (pipelines/exp_view.py): the params and metrics that differ between the
+# experiments, short names, none of the hash columns DVC adds per code and data path (~270 columns otherwise).
+# DVC's own flags go in EXP, e.g. make exp EXP='-A --keep train.lr'.
+exp:
+	DVC_NO_ANALYTICS=1 $(PY) -m pipelines.exp_view $(EXP)
 
 # A test process that dies without a summary lost its Ray head: print the head's error lines too.
 test: $(STAMP)

@@ -236,6 +236,20 @@ def test_dvc_repro_whole_pipeline(tmp_path, data_dir, weights_cache, ray_address
     assert "Trends over the scheduled runs" in page and "champion models" in page
     assert len(list((repo / "reports/scheduled/runs").iterdir())) == 2
 
+    # `make exp`: one experiment on a benchmark setting (only benchmark_sr, promote and report rerun); its
+    # changed param first, then the figures that moved under short names, a column per row of `dvc exp show`
+    # (workspace, the commit, the experiment), no dependency-hash columns, a screen wide
+    run([str(DVC), "exp", "run", "-S", "benchmark.sr.max_images=1"], repo, env)
+    view = run([sys.executable, "-m", "pipelines.exp_view"], repo, env).stdout
+    print(view)
+    lines = view.splitlines()
+    assert len(lines[0].split()) == 4 and lines[3].split() == ["benchmark.sr.max_images", "1", "2", "1"], view
+    labels = [ln.split()[0] for ln in lines[5:] if ln]
+    assert "benchmark_sr/bicubic:Set5_x4" in labels and "benchmark_sr:wall_seconds" in labels, labels
+    assert not [x for x in labels if x.startswith(("perceptual_core", "pipelines", "data", "outputs", "metrics"))]
+    assert not [x for x in labels if x.startswith(("train/", "prepare"))]  # unchanged by this experiment
+    assert max(len(ln) for ln in lines) <= 120, view
+
 
 def test_dvc_repro_without_a_data_folder(tmp_path, weights_cache, ray_address):
     """A fresh clone without the data folder: `dvc repro` runs every stage on the embedded default (the
