@@ -82,15 +82,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from perceptual_services.processes import venv_tool  # the venv's own dvc, else PATH's
 
+    from .log import get, setup
+
+    setup()
     try:
         dvc = venv_tool("dvc")
     except RuntimeError as e:
-        print(f"make exp: {e}", file=sys.stderr)
+        get(__name__).error(f"make exp: {e}")
         return 2
     cmd = [dvc, "exp", "show", "--no-pager", "--only-changed", "--drop", DEPS, *argv, "--csv"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
-        print(f"make exp: dvc exp show failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}", file=sys.stderr)
+        get(__name__).error(f"make exp: dvc exp show failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
         return r.returncode
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     print(table(rows, {c for c in (rows[0] if rows else {}) if is_param(c)}))

@@ -4,6 +4,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from pysource import parse
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -19,7 +21,7 @@ def _sources():
 def test_perceptual_core_is_pure_pytorch():
     banned = {"ray", "mlflow", "dvc", "boto3", "botocore", "pooch", "perceptual_services", "pipelines"}
     for f in (ROOT / "perceptual_core").rglob("*.py"):
-        for node in ast.walk(ast.parse(f.read_text())):
+        for node in ast.walk(parse(f)):
             names = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -40,7 +42,7 @@ def test_only_config_reads_a_raw_section():
     callers = []
     for d in PACKAGES + ("benchmarks", "scripts", "tests"):
         for f in sorted((ROOT / d).rglob("*.py")):
-            for node in ast.walk(ast.parse(f.read_text())):
+            for node in ast.walk(parse(f)):
                 if isinstance(node, ast.Attribute) and node.attr in ("section", "_section") and \
                         isinstance(node.value, ast.Name) and node.value.id == "config":
                     callers.append(f"{f.relative_to(ROOT).as_posix()}:{node.lineno}")
@@ -125,7 +127,7 @@ def test_modules_and_functions_stay_small():
         rel = f.relative_to(ROOT).as_posix()
         if len(text.splitlines()) > MAX_MODULE_LINES:
             too_long.append(f"{rel}: {len(text.splitlines())} lines")
-        for node in ast.walk(ast.parse(text)):
+        for node in ast.walk(parse(f)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 n = node.end_lineno - node.lineno + 1
                 if n > MAX_FUNCTION_LINES:
@@ -137,7 +139,7 @@ def test_the_services_stack_does_not_import_the_pipeline():
     """perceptual_services (Ray head, MLflow server, S3 endpoint on 127.0.0.1) is infrastructure: the
     pipeline may use it, never the other way round (the core's atomic writer is all it borrows)."""
     for f in (ROOT / "perceptual_services").rglob("*.py"):
-        for node in ast.walk(ast.parse(f.read_text())):
+        for node in ast.walk(parse(f)):
             mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
             for m in mods:
