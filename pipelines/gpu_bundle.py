@@ -213,6 +213,7 @@ def _carry_job(p: dict, j: jobname.Job, tmp: Path) -> dict | None:
         shutil.copy2(style_src, tmp / style_dst)
         t["style"]["styles"] = {j.style: str(style_dst.relative_to("data"))}
         t["style"]["jobs"] = [j.style]
+        t["style"]["init"] = {}  # the paper's schedule from scratch (release.style.init continues a CPU model)
     else:
         s = t["sr"]
         ref = (s.get("init") or {}).get(j.key)

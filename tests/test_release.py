@@ -3,6 +3,7 @@ MLflow sqlite store, and the promotion floor: a version must beat its family's b
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -252,6 +253,36 @@ def test_export_writes_file_card_and_manifest_from_a_training_run(store, tmp_pat
     assert set(q) == {"photo", "ours", "gatys2"} and q["gatys2"]["total_loss"] <= q["photo"]["total_loss"]
     assert (shipped / entry["sample"]).is_file() and len(entry["reference"]["mean"]) == 3
     assert zoo.load("style-tiny", folder=shipped)(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    config._load.cache_clear()
+
+
+def test_a_model_continued_from_its_release_counts_both_runs(store, tmp_path, weights_cache, data_dir, monkeypatch):
+    """A release run started from the shipped model (`release.style.init`, e.g. {wave: style-wave}): the
+    training's init record names the shipped file, and the new export's iterations, wall time and first
+    loss count the earlier run's too; the card says what it continued from."""
+    from perceptual_core import zoo
+    from pipelines import config
+    from pipelines.modelref import checkpoint_bytes
+    from pipelines.train import INIT
+    from pipelines.train.spec import init_record
+
+    wd = _small_export_params(tmp_path)
+    monkeypatch.setenv("PERCEPTUAL_MODELS_DIR", str(tmp_path / "shipped"))
+    _training_run(wd, "style-tiny", _tiny_style_net(), "r1", iterations=7, rate=0.5, losses=(9.0, 3.0), seconds=3600.0)
+    first = release.export("style-tiny")
+    rec = init_record("style-tiny", checkpoint_bytes("style-tiny"))  # what the driver writes at the start
+    assert rec["sha256"] == first["sha256"] and rec["iterations"] == 7 and rec["mlflow_run_id"] == "r1"
+    shutil.rmtree(wd / "train" / "style-tiny")
+    _training_run(wd, "style-tiny", _tiny_style_net(), "r2", iterations=5, rate=0.5, losses=(4.0, 2.0), seconds=1800.0)
+    (wd / "train" / "style-tiny" / INIT).write_text(json.dumps(rec))
+    second = release.export("style-tiny")
+    tr = second["training"]
+    assert second["iterations"] == 12 and tr["wall_seconds"] == 5400.0 and tr["loss_start"] == {"loss_total": 9.0}
+    assert tr["continued_from"]["run_iterations"] == 5 and tr["continued_from"]["sha256"] == first["sha256"]
+    card = (tmp_path / "shipped" / "style-tiny.md").read_text()
+    assert "iterations: 12;" in card and "1.50 h" in card
+    assert f"continued from the shipped `style-tiny` (SHA-256 `{first['sha256'][:12]}...`: 7 iterations" in card
+    assert zoo.get("style-tiny", tmp_path / "shipped").info["training"]["continued_from"]["ref"] == "style-tiny"
     config._load.cache_clear()
 
 

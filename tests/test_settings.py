@@ -64,6 +64,18 @@ def test_per_style_values_resolve_from_one_place():
         settings.per_job({"x4-pixel": 3}, "x8-feat", "train.sr.iterations")
 
 
+
+def test_a_style_job_continues_from_its_init_weights_and_the_others_start_fresh():
+    """train.style.init (the release continues style-wave from the shipped file): per style, into the job spec."""
+    from pipelines.release import release_params
+    from pipelines.train import job_spec
+
+    t = settings.build(TrainSettings, release_params()["train"], "release params: train")
+    assert t.style.init == {"wave": "style-wave"}
+    assert job_spec("style-wave", t)["init"] == "style-wave" and job_spec("style-la_muse", t)["init"] is None
+    assert job_spec("style-wave")["init"] is None  # `dvc repro`'s quick runs train from scratch
+
+
 @pytest.mark.parametrize("section,change,message", [
     ("batch", {"tile": "big"}, r"batch.tile: expected an integer, got 'big'"),
     ("batch", {"tiel": 512}, r"batch.tiel: unknown setting"),
@@ -73,6 +85,8 @@ def test_per_style_values_resolve_from_one_place():
     ("benchmark", {"sr": {"sets": {}, "protocols": ["blur"], "primary": "standard"}}, r"benchmark.sr.primary"),
     ("train", {"lr": None}, r"train.lr: must be set"),
     ("train", {"style": {"data": "d", "styles": {"a": "a.jpg"}, "jobs": ["b"]}}, r"train.style.jobs: 'b' is not one of the styles"),
+    ("train", {"style": {"data": "d", "styles": {"a": "a.jpg"}, "init": {"b": "style-b"}}},
+     r"train.style.init: 'b' is not one of the styles"),
 ])
 def test_a_bad_value_is_one_line_naming_the_file_and_key(tmp_path, monkeypatch, section, change, message):
     params = yaml.safe_load(config.params_path().read_text())

@@ -2,6 +2,7 @@
 a worker killed mid-run, a driver killed mid-run and a driver restart all continue from the last checkpoint."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -325,5 +326,7 @@ def test_a_job_can_start_from_another_models_weights(datasets, tmp_path, trackin
     got, want = load_model(tmp_path / job / "model.pt"), load_model(init)
     assert s["iterations"] == 5
     assert all(torch.equal(a, b) for a, b in zip(got.state_dict().values(), want.state_dict().values()))
+    rec = json.loads((tmp_path / job / train.INIT).read_text())  # what it started from, for the model card
+    assert rec["ref"] == str(init) and rec["checkpoint_sha256"] == hashlib.sha256(init.read_bytes()).hexdigest()
     with pytest.raises(ValueError, match=r"train.sr.init of sr-x4-feat: .*init.pt holds .* not the job's network"):
         train.run_job(job, use_ray=False, overrides=quick(datasets, tmp_path, job, iterations=5, init=str(init)))

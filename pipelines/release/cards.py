@@ -53,6 +53,7 @@ def card(name: str, e: dict, peers: dict | None = None) -> str:
               f"- iterations: {e['iterations']:,}; training wall time {(tr['wall_seconds'] or 0) / 3600:.2f} h over all "
               f"legs ({e['iterations'] / max(tr['wall_seconds'] or 1, 1):.3f} it/s on "
               f"{tr.get('device') or '2 CPU cores'}, reports and checkpoints included)",
+              *_continued_lines(tr),
               f"- settings: `{json.dumps(tr['params'], sort_keys=True)}`",
               "- loss (first interval -> last): " + ", ".join(
                   f"{k[5:]} {tr['loss_start'].get(k, float('nan')):.4g} -> {v:.4g}" for k, v in tr["loss_end"].items()),
@@ -82,6 +83,20 @@ def card(name: str, e: dict, peers: dict | None = None) -> str:
         lines += [f"- style loss at most 1/3 of the photo's: {'met' if ratio <= 1 / 3 else 'NOT met'} ({ratio:.3f})",
                   "", f"![sample]({e['sample']})", ""]
     return "\n".join(lines) + "\n"
+
+
+def _continued_lines(tr: dict) -> list[str]:
+    """A model continued from a shipped one: what it started from and how the iterations split."""
+    c = tr.get("continued_from")
+    if not c:
+        return []
+    if c.get("iterations") is None:
+        return [f"- started from the weights of `{c['ref']}` (checkpoint SHA-256 `{c['checkpoint_sha256'][:12]}...`)"]
+    run = (f"MLflow run `{c['mlflow_run_id']}`" if c.get("mlflow_run_id") else c.get("device") or "an earlier run")
+    return [f"- continued from the shipped `{c['ref']}` (SHA-256 `{c['sha256'][:12]}...`: {c['iterations']:,} iterations, "
+            f"{(c.get('wall_seconds') or 0) / 3600:.2f} h, {run}) for {c['run_iterations']:,} more "
+            f"({c['run_seconds'] / 3600:.2f} h; a fresh Adam, its first interval's loss "
+            f"{c['run_loss_start'].get('loss_total', float('nan')):.4g}); the figures above and below count both"]
 
 
 def _sr_quality_lines(name: str, e: dict, peers: dict | None = None) -> list[str]:

@@ -14,7 +14,7 @@ def _cpu_trained(job: str) -> tuple:
     """(fp32 model, training record) of the release training run (`train`)."""
     from perceptual_core.checkpoint import load_model, read_checkpoint
 
-    from ..train import SUMMARY
+    from ..train import INIT, SUMMARY
 
     jdir = workdir() / "train" / job
     ckpt = jdir / "model.pt"
@@ -22,11 +22,26 @@ def _cpu_trained(job: str) -> tuple:
     meta = read_checkpoint(ckpt)["meta"]
     summary = json.loads((jdir / SUMMARY).read_text())  # the run's whole summary (metrics.json: its headline)
     p = config.read_params(workdir() / "params.yaml")  # what the model was trained with
-    return model, {"command": f"python -m pipelines.release train {job}", "data": list(settings().data),
-                   "iterations": summary["iterations"], "wall_seconds": training_seconds(jdir),
-                   "iterations_per_s": summary.get("iterations_per_s"), "loss_start": summary.get("loss_start"),
-                   "loss_end": summary.get("loss_end"), "mlflow_run_id": meta.get("run_id"),
-                   "params": _job_params(p, job)}
+    rec = {"command": f"python -m pipelines.release train {job}", "data": list(settings().data),
+           "iterations": summary["iterations"], "wall_seconds": training_seconds(jdir),
+           "iterations_per_s": summary.get("iterations_per_s"), "loss_start": summary.get("loss_start"),
+           "loss_end": summary.get("loss_end"), "mlflow_run_id": meta.get("run_id"), "params": _job_params(p, job)}
+    return model, _continued(rec, jdir / INIT)
+
+
+def _continued(rec: dict, init_file: Path) -> dict:
+    """A run continued from a shipped model (`init`) counts that model's training too: iterations and wall
+    time are the sum, loss_start the first run's; `continued_from` keeps what it started from."""
+    if not init_file.is_file():
+        return rec
+    init = json.loads(init_file.read_text())
+    if init.get("iterations") is None:  # not a shipped model: this run's own numbers, and what it started from
+        return {**rec, "continued_from": init}
+    return {**rec, "continued_from": {**init, "run_iterations": rec["iterations"], "run_seconds": rec["wall_seconds"],
+                                      "run_loss_start": rec["loss_start"]},
+            "iterations": rec["iterations"] + int(init["iterations"]),
+            "wall_seconds": round(rec["wall_seconds"] + float(init.get("wall_seconds") or 0), 1),
+            "loss_start": init.get("loss_start") or rec["loss_start"]}
 
 
 def _gpu_trained(job: str, folder: Path) -> tuple:
@@ -87,10 +102,10 @@ def _job_params(p: dict, job: str) -> dict:
         keep["style_image"] = s["styles"][name]
     else:
         keep["network"] = dict(s["network"])
-        if (s.get("init") or {}).get(j.key):
-            keep["init"] = s["init"][j.key]
         if j.loss == "pixel":  # the l_feat settings play no part
             keep.pop("feat_layer", None), keep.pop("tv_weight", None)
+    if (s.get("init") or {}).get(j.key):
+        keep["init"] = s["init"][j.key]
     from ..train import job_lr
 
     ts = build(TrainSettings, t, "release params: train")  # the params the model was trained with

@@ -67,14 +67,16 @@ class StyleTrainSettings:
     style_weights: Mapping[str, float] = field(default_factory=dict)  # per style
     tv_weights: Mapping[str, float] = field(default_factory=dict)
     networks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per style network changes
+    init: Mapping[str, str] = field(default_factory=dict)  # per style: continue from these weights (e.g. a shipped model)
     lr: PerJobFloat | None = None  # null: train.lr
     report_every: int | None = None  # null: train's
     checkpoint_every: int | None = None
 
     def check(self, where: str) -> None:
-        unknown = [j for j in self.jobs if j not in self.styles]
-        if unknown:
-            raise SettingsError(f"{where}.jobs: {unknown[0]!r} is not one of the styles ({', '.join(self.styles)})")
+        for key, names in (("jobs", self.jobs), ("init", self.init)):
+            unknown = [j for j in names if j not in self.styles]
+            if unknown:
+                raise SettingsError(f"{where}.{key}: {unknown[0]!r} is not one of the styles ({', '.join(self.styles)})")
 
     def weights(self, name: str) -> dict[str, float]:
         """The loss weights of style ``name``: its own style/TV weight where set, else the common one."""

@@ -12,12 +12,12 @@ import argparse
 
 from .driver import run_job
 from .loop import train_loop
-from .outdir import EVENTS, RUN_ID, STATE, SUMMARY, read_events
+from .outdir import EVENTS, INIT, RUN_ID, STATE, SUMMARY, read_events
 from .spec import _init_bytes, job_lr, job_spec  # _init_bytes: gpu_bundle's check of the init weights
 from .step import training_lr
 from .worker import _Worker  # tests drive one worker directly
 
-__all__ = ["EVENTS", "RUN_ID", "STATE", "SUMMARY", "job_lr", "job_spec", "main",
+__all__ = ["EVENTS", "INIT", "RUN_ID", "STATE", "SUMMARY", "job_lr", "job_spec", "main",
            "read_events", "run_job", "train_loop", "training_lr"]
 
 

@@ -17,8 +17,8 @@ from ..log import get
 from ..settings import LossNetworkSettings, TrainSettings, plain
 from ..settings.train import RaySettings
 from .loop import train_loop
-from .outdir import EVENTS, RUN_ID, STATE, SUMMARY, headline, read_events
-from .spec import _init_bytes, job_spec
+from .outdir import EVENTS, INIT, RUN_ID, STATE, SUMMARY, headline, read_events
+from .spec import _init_bytes, init_record, job_spec
 from .step import _validation_grid
 from .tracked import _resumed_run, _tracking_step
 
@@ -53,7 +53,7 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
             run_id = tracking.start_run(job, {"job": spec, "train": plain(t)}, data_stage=spec["data_stage"])
             (out_dir / RUN_ID).write_text(run_id + "\n")
     cfg = dict(spec=spec, use_ray=use_ray, resume=resume, run_id=run_id, tracking_uri=tracking.tracking_uri(),
-               vgg_weights=vgg.path if vgg else None, init_bytes=_init_bytes(spec) if spec.get("init") else None)
+               vgg_weights=vgg.path if vgg else None, init_bytes=_init_weights(spec, out_dir, resume))
     t0 = time.perf_counter()
     try:
         if use_ray:
@@ -103,6 +103,16 @@ def run_job(job: str, *, use_ray: bool = True, resume: bool = False, overrides: 
              f"{summary['loss_end'].get('loss_total', float('nan')):.4g}; registered {spec['registered']} "
              f"v{version.version} @challenger (run {run_id})")
     return summary
+
+
+def _init_weights(spec: dict, out_dir: Path, resume: bool) -> bytes | None:
+    """The checked weights a job with `init` starts from; a fresh run records what they were (INIT)."""
+    if not spec.get("init"):
+        return None
+    data = _init_bytes(spec)
+    if not (resume and (out_dir / INIT).is_file()):
+        (out_dir / INIT).write_text(json.dumps(init_record(spec["init"], data), indent=2) + "\n")
+    return data
 
 
 def _fit_with_ray(cfg: dict, rcfg: RaySettings, out_dir: Path, resume: bool) -> None:

@@ -13,6 +13,7 @@ STATE = "state.pt"
 EVENTS = "events.jsonl"
 RUN_ID = "mlflow_run_id"  # the job's MLflow run, continued by --resume
 SUMMARY = "summary.json"  # the whole summary of a finished run (job, MLflow run, registered version, ...)
+INIT = "init.json"  # a run started from other weights (`init`): what they were (spec.init_record)
 
 
 def headline(summary: dict) -> dict:

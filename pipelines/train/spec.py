@@ -54,7 +54,8 @@ def _style_spec(job: str, name: str, s, losses: LossesSettings) -> dict:
                 data=str(config.resolve(s.data)), columns=["image"], style_image=str(style_path), crop=s.crop,
                 weights=s.weights(name), data_stage="prepare_style", registered=job,
                 content_layers=list(losses.content_layers), style_layers=list(losses.style_layers),
-                style_size=losses.style_size)
+                style_size=losses.style_size,
+                init=s.init.get(name))  # continue from these weights (file, shipped name, models:/)
 
 
 def job_lr(sec, train: TrainSettings, key: str) -> float:
@@ -77,3 +78,20 @@ def _init_bytes(spec: dict) -> bytes:
     if got != want:
         raise ValueError(f"train.{spec['kind']}.init of {spec['job']}: {ref} holds {got}, not the job's network {want}")
     return data
+
+
+def init_record(ref: str, data: bytes) -> dict:
+    """What a run's `init` weights were (written to the job's INIT file at a fresh start): their SHA-256,
+    and for a shipped model its training so far, so a model continued from a release counts all of it."""
+    import hashlib
+
+    from perceptual_core import zoo
+
+    rec = {"ref": ref, "checkpoint_sha256": hashlib.sha256(data).hexdigest()}
+    shipped = {e.name: e for e in zoo.entries()}.get(ref)
+    if shipped is not None:
+        tr = shipped.info.get("training") or {}
+        rec.update(sha256=shipped.sha256, iterations=shipped.info.get("iterations"),
+                   **{k: tr.get(k) for k in ("wall_seconds", "mlflow_run_id", "loss_start", "device")})
+    return rec
+
