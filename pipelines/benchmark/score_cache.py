@@ -36,7 +36,7 @@ def stable_bytes(a: np.ndarray) -> bytes:
     at 6 decimals: their last bits differ between CPUs and BLAS builds (measured: a float64 LR of Set5 made
     on two machines), which would make every machine miss the release's entries."""
     if a.dtype.kind == "f":
-        a = np.round(a.astype(np.float64), 6)
+        a = np.round(a.astype(np.float64, copy=False), 6)  # tensor_digest passes float64 already
     return np.ascontiguousarray(a).tobytes()
 
 
