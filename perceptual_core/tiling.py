@@ -44,7 +44,8 @@ from fractions import Fraction
 import torch
 from torch import nn
 
-__all__ = ["tiled_forward", "model_alignment", "model_scale", "check_tile", "MIN_TILE", "OVERLAP_ACCURACY"]
+__all__ = ["tiled_forward", "model_alignment", "model_scale", "check_tile", "core_edges", "MIN_TILE",
+           "OVERLAP_ACCURACY"]
 
 #: The smallest tile core (pixels): below it the alignment rounding leaves no core. Callers that take
 #: a tile size from users check it with `check_tile` (0 or None there means "never tile").
@@ -102,6 +103,12 @@ def _split(n: int, tile: int, ov: int, a: int) -> list[tuple[int, int, int, int]
     k = -(-n // tile)
     b = [a * -(-(i * n) // (k * a)) for i in range(k)] + [n]  # a * ceil(i * n / (k * a))
     return [(b[i], b[i + 1], max(0, b[i] - ov), min(n, b[i + 1] + ov)) for i in range(k)]
+
+
+def core_edges(model: nn.Module, n: int, tile: int) -> list[int]:
+    """Where tiled_forward's cores meet along an axis of ``n`` input pixels (the seams to look at)."""
+    a = model_alignment(model)
+    return [c1 for _, c1, _, _ in _split(n, tile // a * a, 0, a)[:-1]]
 
 
 def _ramp(e0: int, e1: int, n: int, ov: float) -> torch.Tensor:

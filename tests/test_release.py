@@ -171,6 +171,8 @@ def _small_export_params(tmp_path: Path) -> Path:
     params["release"].update(workdir=str(wd), models_dir=str(tmp_path / "shipped"))
     params["release"]["quality"].update(size=48, gatys_iters=[2], content=params["release"]["quality"]["content"][:1])
     params["release"]["reference"]["size"] = 64
+    params["release"]["artifacts"].update(size=160, pad=64, band=16, photos=params["release"]["quality"]["content"][:1])
+    params["batch"]["tile"] = 64  # so the artifact check's tiled run has seams to look at
     params["train"]["style"]["styles"]["tiny"] = "styles/style_images/la_muse.jpg"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     config._load.cache_clear()
@@ -236,7 +238,8 @@ def test_export_from_a_gpu_run_replaces_the_model_and_says_so(store, tmp_path, w
 
 def test_export_writes_file_card_and_manifest_from_a_training_run(store, tmp_path, weights_cache, data_dir):
     """`release export` on a real (tiny) training run's outputs: the tensor-only file, its SHA-256 in
-    the manifest and the card, the fp16 check, the quality table and the reference statistics."""
+    the manifest and the card, the fp16 check, the quality table, the artifact checks and the reference
+    statistics; then `release artifacts` measures the shipped file again."""
     from perceptual_core import zoo
     from pipelines import config
 
@@ -253,6 +256,22 @@ def test_export_writes_file_card_and_manifest_from_a_training_run(store, tmp_pat
     assert set(q) == {"photo", "ours", "gatys2"} and q["gatys2"]["total_loss"] <= q["photo"]["total_loss"]
     assert (shipped / entry["sample"]).is_file() and len(entry["reference"]["mean"]) == 3
     assert zoo.load("style-tiny", folder=shipped)(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    a = entry["artifacts"]
+    assert a["size"] == 160 and a["tile"] == 64 and len(a["photos"]) == 1 and a["photos"][0]["shape"][1] == 160
+    assert a["worst"]["seam_psnr_db"] > 40 and a["photos"][0]["border"]["interior"] < 1.0  # levels
+    assert a["worst"]["lattice_photo_levels"] < 0.5 and "## Artifacts (measured)" in card and "no tile seams" in card
+    # `release artifacts [JOB]`: the shipped file measured again onto its manifest entry and card; a name
+    # that is not a shipped style model is a one-line error naming the manifest, exit 2
+    from pipelines.release import main
+
+    doc = json.loads((shipped / "MANIFEST.json").read_text())
+    del doc["models"]["style-tiny"]["artifacts"]
+    (shipped / "MANIFEST.json").write_text(json.dumps(doc))
+    (shipped / "style-tiny.md").write_text("stale")
+    assert main(["artifacts"]) == 0  # every shipped style model
+    again = json.loads((shipped / "MANIFEST.json").read_text())["models"]["style-tiny"]["artifacts"]
+    assert again["worst"] == a["worst"] and "## Artifacts (measured)" in (shipped / "style-tiny.md").read_text()
+    assert main(["artifacts", "style-nope"]) == 2
     config._load.cache_clear()
 
 

@@ -5,10 +5,11 @@
     python -m pipelines.release export style-la_muse --from-gpu DIR   # the same from scripts/gpu_train.sh's output
     python -m pipelines.release register                         # registry: shipped versions @champion
     python -m pipelines.release scores                           # models/scores.json, models/gatys/: the benchmarks' reusable work
+    python -m pipelines.release artifacts [JOB ...]              # the shipped style models' artifact checks, onto their cards
 
 params.py: the release params; training.py: `train`; publish.py: `export` (records.py: the training
 record, checks.py: the file computes the network, quality.py: the measured quality, cards.py: the
-model card); registry.py: `register` (the DVC stage register_release); scores.py: `scores`.
+model card, artifacts.py: the artifact checks); registry.py: `register` (the DVC stage register_release); scores.py: `scores`.
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--from-gpu", default=None, metavar="DIR",
                    help="the output folder of `scripts/gpu_train.sh run` (replaces the CPU-trained model)")
     sub.add_parser("register", help="register the shipped models as champion (idempotent)")
+    art = sub.add_parser("artifacts", help="measure the shipped style models' artifacts (all, or JOB ...) onto "
+                                          "their manifest entries and cards")
+    art.add_argument("jobs", nargs="*")
     sub.add_parser("scores", help="write models/scores.json (baselines' and shipped SR models' image scores) and models/gatys/")
     a = ap.parse_args(argv)
     setup()
@@ -49,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.cmd == "export":
         return run_stage(export, a.job, Path(a.from_gpu) if a.from_gpu else None)
+    if a.cmd == "artifacts":
+        from .artifacts import measure_shipped
+
+        return run_stage(measure_shipped, a.jobs)
     if a.cmd == "scores":
         from .scores import write_all
 

@@ -82,7 +82,45 @@ def card(name: str, e: dict, peers: dict | None = None) -> str:
                          f"({m['ours']['total_loss']:.4g} vs {m[ref]['total_loss']:.4g})")
         lines += [f"- style loss at most 1/3 of the photo's: {'met' if ratio <= 1 / 3 else 'NOT met'} ({ratio:.3f})",
                   "", f"![sample]({e['sample']})", ""]
+        if e.get("artifacts"):
+            lines += _artifact_lines(e["artifacts"])
     return "\n".join(lines) + "\n"
+
+
+def _artifact_lines(a: dict) -> list[str]:
+    """The artifact checks (perceptual_core/artifacts.py) and their bars, in 8-bit levels."""
+    lines = ["## Artifacts (measured)", "",
+             f"At {a['size']} px on the longer side, tiled as `perceptual stylize` tiles (tile {a['tile']}, overlap "
+             f"{a['overlap']}, whole-image instance-norm statistics). Stride-locked pattern: the RMS of the luma "
+             f"pattern of period 2 or 4 px that repeats in phase across the image (checkerboard). Border: the "
+             f"output against the output on the photo reflect-padded by {a['pad']} px (same instance-norm "
+             f"statistics), over the {a['band']} px along each edge: the mean signed difference (a frame), "
+             f"worst channel and side, and the mean absolute one (any border effect). Seams: the tiled output "
+             f"against the untiled one.", "",
+             "| photo | stride-locked pattern, period 2 / 4 (the photo's) | border frame | border, mean abs | "
+             "tiled vs untiled | max at seams |", "|---|---|---|---|---|---|"]
+    for r in a["photos"]:
+        la, lp, b = r["lattice"], r["lattice_photo"], r["border"]
+        sides = [v for k, v in b.items() if k != "interior"]
+        lines.append(f"| {r['photo']} ({r['shape'][1]}x{r['shape'][0]}) | {la['2']:.2f} / {la['4']:.2f} "
+                     f"({lp['2']:.2f} / {lp['4']:.2f}) | {max(v['frame'] for v in sides):.2f} | "
+                     f"{max(v['abs'] for v in sides):.2f} | {r['seams']['psnr_db']:.1f} dB | "
+                     f"{r['seams']['seam_max_levels']:.2f} |")
+    w, bars = a["worst"], a.get("bars") or {}
+    lines += ["", "Levels are 8-bit levels. The release bar:"]
+    if "lattice_levels" in bars:
+        lines.append(f"- no checkerboard, a stride-locked pattern of at most {bars['lattice_levels']:g} level RMS: "
+                     f"{'met' if w['lattice_levels'] <= bars['lattice_levels'] else 'NOT met'} "
+                     f"({w['lattice_levels']:.2f}; the photos {w['lattice_photo_levels']:.2f})")
+    if "frame_levels" in bars:
+        lines.append(f"- no border frame, an edge band within {bars['frame_levels']:g} levels of its colour had the "
+                     f"image continued: {'met' if w['frame_levels'] <= bars['frame_levels'] else 'NOT met'} "
+                     f"({w['frame_levels']:.2f})")
+    if "seam_min_psnr_db" in bars:
+        lines.append(f"- no tile seams, the tiled output within {bars['seam_min_psnr_db']:g} dB of the untiled one: "
+                     f"{'met' if w['seam_psnr_db'] >= bars['seam_min_psnr_db'] else 'NOT met'} "
+                     f"({w['seam_psnr_db']:.1f} dB, at most {w['seam_max_levels']:.2f} levels at the seams)")
+    return lines + [""]
 
 
 def _continued_lines(tr: dict) -> list[str]:

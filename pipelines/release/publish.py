@@ -10,6 +10,7 @@ from pathlib import Path
 from .. import config, jobname
 from ..log import get
 from ..settings import InferenceSettings
+from .artifacts import artifact_info
 from .cards import card
 from .checks import fp16_psnr, load_check, reference_stats
 from .params import settings
@@ -45,6 +46,8 @@ def export(job: str, from_gpu: Path | None = None) -> dict:
     entry["reference"] = reference_stats(half_model, r.reference)
     if entry["task"] == "stylize":
         entry.update(_style_release_info(job, half_model, photos, q, out))
+        if r.artifacts is not None:
+            entry["artifacts"] = artifact_info(half_model, r.artifacts)
     else:
         entry.update(_sr_release_info(job, half_model, out))
         entry["load_check"] = load_check(half_model, entry["config"].get("scale") or jobname.parse(job).scale,

@@ -22,6 +22,18 @@ class QualitySettings:
 
 
 @dataclass(frozen=True)
+class ArtifactSettings:
+    """The style release's artifact checks (perceptual_core/artifacts.py) on photos never trained on, at
+    ``size`` px, tiled as `perceptual stylize` and `batch` tile (batch.tile, batch.overlap); ``bars``:
+    lattice_levels (stride-locked pattern), frame_levels (border band), seam_min_psnr_db (tiled)."""
+    photos: tuple[str, ...]
+    size: int = 2048
+    pad: int = 64
+    band: int = 16
+    bars: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SampleSettings:
     set: str
     image: str
@@ -48,6 +60,7 @@ class ReleaseSettings:
     reference: ReferenceSettings
     quality: QualitySettings
     sr_quality: SRQualitySettings
+    artifacts: ArtifactSettings | None = None
     patches_per_image: int = 8
     val_fraction: float = 0.05
     report_every: int = 50
