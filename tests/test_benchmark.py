@@ -234,3 +234,27 @@ def test_headlines_stay_a_few_numbers_whatever_was_measured():
     assert headline(stage) == {"speed_size": 1024, "ours_s": 10.24, "speedup500": 1500.0, "wall_seconds": 40.0}
     assert rows["great_wave@champion"] == {"total_loss": 2.0} and len(rows) == 2 * len(styles)
     assert style_headline({"seconds": 3.0, "speed": {}, "quality": {}}) == ({"wall_seconds": 3.0}, {})
+
+
+def test_report_lists_the_released_style_models_with_their_bars():
+    """The report's released-models table reads each shipped style model's manifest entry: its style ratio
+    and the artifact bars as the card judges them; a model measured before the artifact checks shows '—'."""
+    from dataclasses import replace
+
+    from perceptual_core import zoo
+    from pipelines.report.tables import released_style_table
+
+    styles = [e for e in zoo.entries() if e.task == "stylize"]
+    title, head, rows = released_style_table(zoo.entries())
+    assert [r[0] for r in rows] == [e.name for e in styles] and len(head) == len(rows[0]) == 7
+    for e, r in zip(styles, rows):
+        m = e.info["quality"]["mean"]
+        assert r[2].startswith(f"{m['ours']['style_loss'] / m['photo']['style_loss']:.3f}")
+        card = e.card.read_text()
+        if "artifacts" in e.info:
+            frame = e.info["artifacts"]["worst"]["frame_levels"]
+            assert r[5] == f"{frame:.2f} ({'met' if frame <= 4.0 else 'NOT met'})"
+            assert ("no border frame" in card) and (("NOT met" in r[5]) == (f"NOT met ({frame:.2f})" in card))
+    bare = replace(styles[0], info={k: v for k, v in styles[0].info.items() if k != "artifacts"})
+    assert released_style_table([bare])[2][0][4:] == ["—", "—", "—"]
+    assert released_style_table([e for e in zoo.entries() if e.task == "upscale"]) is None

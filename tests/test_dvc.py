@@ -116,7 +116,8 @@ def check_benchmarks_promotion_report(repo: Path, env: dict, client) -> None:
     assert counts["rejected"] == json.loads(promo)["counts"]["rejected"] >= 3 and counts["promoted"] == 0
     page = (repo / "reports/benchmark.html").read_text()
     for method in ("bicubic", "SRCNN (official)", "SRCNN (retrained)", "ours l_feat", "Gatys 4 it", "ours (s)",
-                   "Training loss curves", "Promotion decisions", "git_commit"):
+                   "Training loss curves", "Promotion decisions", "Released models", "stride-locked pattern",
+                   "git_commit"):
         assert method in page, method
     assert page.count("data:image/png;base64,") >= 8  # crops, style outputs, loss curves: inlined
     md = (repo / "reports/benchmark.md").read_text()

@@ -1,10 +1,13 @@
 """The report page from the benchmark stages' full results (not the headline DVC metrics): the SR and
 speed tables laid out like the paper's, crops side by side, style outputs beside the style image,
-training loss curves, promotion decisions, trends when there is a history, and the environment.
+the released style models' bars as measured at export (models/MANIFEST.json), training loss curves,
+promotion decisions, trends when there is a history, and the environment.
 """
 from __future__ import annotations
 
 from pathlib import Path
+
+from perceptual_core import zoo
 
 from .. import config, owned
 from ..log import get
@@ -12,8 +15,8 @@ from ..settings import BenchmarkSettings
 from .doc import Doc
 from .figures import loss_curves, trend_plot
 from .sources import environment, judged_versions, load
-from .tables import (METHOD_NAMES, anchor_line, data_line, paper_speed_table, promotion_table, scores_line,
-                     speed_table, sr_tables, style_quality_table)
+from .tables import (METHOD_NAMES, anchor_line, data_line, paper_speed_table, promotion_table,
+                     released_style_table, scores_line, speed_table, sr_tables, style_quality_table)
 
 
 def _sr_section(d: Doc, sr: dict, bout: Path) -> None:
@@ -93,6 +96,10 @@ def render(bench: BenchmarkSettings, out: Path, *, title: str = "perceptual: ben
         _sr_section(d, sr, bout)
     if st:
         _style_section(d, st, bout)
+    released = released_style_table(zoo.entries())
+    if released:
+        d.h(2, "Released models")
+        d.table(*released)
 
     versions = judged_versions(sr, st)
     curves = loss_curves(versions) if versions else None

@@ -128,6 +128,38 @@ def style_quality_table(st: dict) -> tuple[str, list[str], list[list[str]]]:
             "evaluations per iteration are in the JSON)", head, rows)
 
 
+def released_style_table(entries) -> tuple[str, list[str], list[list[str]]] | None:
+    """The shipped style models' release bars as measured at export (their manifest entries: the quality
+    table at 512 px, the artifact checks at 2048 px); None when none is shipped."""
+    rows = []
+    for e in entries:
+        if e.task != "stylize":
+            continue
+        m, a = (e.info.get("quality") or {}).get("mean", {}), e.info.get("artifacts") or {}
+        ours, photo, g100 = m.get("ours"), m.get("photo"), m.get("gatys100")
+        w, bars = a.get("worst", {}), a.get("bars", {})
+
+        def judged(v, bar, fmt, lower=True):
+            if v is None:
+                return "—"
+            ok = bar is None or (v <= bar if lower else v >= bar)
+            return fmt.format(v) + ("" if bar is None else (" (met)" if ok else " (NOT met)"))
+
+        rows.append([e.name, f"{e.info.get('iterations', 0):,}",
+                     judged(ours["style_loss"] / photo["style_loss"], 1 / 3, "{:.3f}") if ours and photo else "—",
+                     judged(ours["total_loss"], g100["total_loss"], "{:.4g} vs " + f"{g100['total_loss']:.4g}")
+                     if ours and g100 else "—",
+                     judged(w.get("lattice_levels"), bars.get("lattice_levels"), "{:.2f}"),
+                     judged(w.get("frame_levels"), bars.get("frame_levels"), "{:.2f}"),
+                     judged(w.get("seam_psnr_db"), bars.get("seam_min_psnr_db"), "{:.1f} dB", lower=False)])
+    if not rows:
+        return None
+    return ("Released style models (models/, measured at export: losses at 512 px on held-out photos, artifacts at "
+            "2048 px in 8-bit levels; the release bar in brackets)",
+            ["model", "iterations", "style vs photo (≤ 1/3)", "total vs Gatys 100 (≤)", "stride-locked pattern",
+             "border frame", "tiled vs untiled"], rows)
+
+
 def promotion_table(promo) -> tuple[str, list[str], list[list[str]]] | None:
     """The decisions of `perceptual promote` (its decisions file), None when there are none."""
     rows = []
