@@ -8,6 +8,8 @@ The same photo (a centre square of styles/content_images/chicago.jpg, bicubic-re
 size. Times: median seconds per image over --repeats runs after one warm-up, batch 1, fp32, all CPU
 threads (torch and onnxruntime alike); every (network, engine) runs in its own process, so peak RSS
 (ru_maxrss) is per engine and one engine's allocator tuning or thread pools never touch another's.
+A style network runs on the photo reflect-padded by --border px and cropped back (params batch.border:
+what `perceptual stylize` runs; 32 px is 1.13x the pixels at 1024^2), the peer on the photo itself.
 
 Networks: "paper" = the trained style checkpoint (outputs/train/style-la_muse/model.pt: instance norm,
 nearest upsampling, reflection padding, the paper's channel widths; a random one of the same shape when
@@ -195,13 +197,20 @@ def worker(job: dict) -> dict:
     res["build_s"] = round(time.perf_counter() - t0, 2)
     res["rss_after_build_mb"] = round(peak_rss_mb(), 1)
     scale = getattr(model, "scale", 1)
+    b = job.get("border", 0) if scale == 1 else 0  # stylize pads (inference.stylize_image); SR does not
+    from perceptual_core.inference import pad_reflect
+
+    def run_padded(x):
+        y = run(pad_reflect(x, b))
+        return y[..., b:y.shape[-2] - b, b:y.shape[-1] - b] if b else y
+
     for n in job["sizes"]:
         img = load_image(job["photos"][str(n)]).to_tensor()[None]
         if scale > 1:  # SR: the LR input of an n x n output
             img = torch.nn.functional.interpolate(img, size=(n // scale, n // scale), mode="bicubic",
                                                   antialias=True).clamp(0, 1)
-        med, times = median_time(lambda: run(img), job["repeats"])
-        y = run(img)
+        med, times = median_time(lambda: run_padded(img), job["repeats"])
+        y = run_padded(img)
         np.save(out_dir / f"{job['variant']}_{job['engine']}_{n}.npy", y.float().numpy())
         res["sizes"][str(n)] = {"median_s": med, "times_s": times, "peak_rss_mb": round(peak_rss_mb(), 1)}
         print(f"  {job['variant']:>6} {job['engine']:<9} {n:>5}^2  {med:8.3f} s", file=sys.stderr, flush=True)
@@ -382,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="engines for the lite network (compile/int8 take minutes and add nothing new)")
     ap.add_argument("--gatys-sizes", type=int, nargs="*", default=[256, 512])
     ap.add_argument("--gatys-iters", type=int, default=2, help="timed L-BFGS iterations per size after one warm-up")
+    ap.add_argument("--border", type=int, default=None,
+                    help="style rows: time the network on the input reflect-padded by this many px, as `perceptual "
+                         "stylize` runs it (default: params batch.border; 0: the bare network)")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--no-gatys", action="store_true")
     ap.add_argument("--no-sr", action="store_true")
@@ -395,6 +407,15 @@ def main(argv: list[str] | None = None) -> int:
     if a.repeats < 1 or any(s < 8 for s in a.sizes):
         raise SystemExit("error: --repeats must be >= 1 and --sizes >= 8")
 
+    border = a.border
+    if border is None:
+        from pipelines import config
+        from pipelines.settings import BatchSettings
+
+        border = config.load(BatchSettings).border
+    if border < 0:
+        raise SystemExit(f"error: --border must be >= 0, got {border}")
+    a.border = border  # recorded in the JSON's meta.args
     t_start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="speed_"))
     sizes = sorted(set(a.sizes))
@@ -406,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         if "plain" not in engs:
             engs = ["plain"] + engs  # the reference for the PSNR columns
         for eng in engs:
-            job = dict(variant=variant, engine=eng, sizes=sizes, repeats=a.repeats, photos=photos, out_dir=str(tmp))
+            job = dict(variant=variant, engine=eng, sizes=sizes, repeats=a.repeats, photos=photos, out_dir=str(tmp),
+                       border=border)
             rows.append(sub(me + [json.dumps(job)]))
     sr_rows = []
     if not a.no_sr:

@@ -101,6 +101,10 @@ def _run_model(a, kind: str) -> int:
     if a.tile is None:
         a.tile = config.load(BatchSettings).tile_for(kind)
     check_tile(a.tile)  # before the model loads: a bad value is a usage error, not N failed images
+    if kind == "stylize":
+        a.border = config.load(BatchSettings).border if a.border is None else a.border
+        if a.border < 0:
+            raise ValueError(f"--border must be >= 0, got {a.border}")
     ref = _model_ref(a, kind)
     scale = getattr(a, "scale", None) or (modelref.scale_from_name(ref) if kind == "upscale" else None)
     model, _ = modelref.load_model(ref, kind, auto_device(a.device), scale=scale)
@@ -120,7 +124,7 @@ def _run_model(a, kind: str) -> int:
             failed += 1
             continue
         if kind == "stylize":
-            y, alpha = stylize_image(model, img, preserve_color=a.preserve_color, tile=a.tile or None)
+            y, alpha = stylize_image(model, img, preserve_color=a.preserve_color, tile=a.tile or None, border=a.border)
         else:
             y, alpha = upscale_image(model, img, scale=scale, tile=a.tile or None)
         if alpha is not None and dst.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
@@ -198,6 +202,7 @@ def cmd_batch(a, kind: str) -> int:
                 require_promoted=False if a.allow_unpromoted else None)
     if kind == "stylize":
         opts["preserve_color"] = a.preserve_color or None
+        opts["border"] = a.border
     else:
         opts["scale"] = a.scale
     engine = opts.pop("engine")
@@ -224,6 +229,8 @@ def _batch_parser(sub) -> None:
             s.add_argument("--scale", type=int, help="4 or 8 (checked against the model; needed for SRCNN)")
         else:
             s.add_argument("--preserve-color", action="store_true", help="keep the input's colours (luminance-only)")
+            s.add_argument("--border", type=int, help="reflect-padded context around each image, cropped off, so "
+                           "the network draws no edge line (params: batch.border; 0: none)")
         s.add_argument("--format", help="output extension, or 'same' (params: batch.format)")
         s.add_argument("--overwrite", action="store_true", help="redo images whose output exists")
         s.add_argument("--output-archive", action="store_true", help="write tar shards instead of loose files")
@@ -264,6 +271,8 @@ def _model_parsers(sub) -> None:
         s.add_argument("--model", help="a checkpoint file, a shipped model (`perceptual models`) or models:/NAME@ALIAS")
         if kind == "stylize":
             s.add_argument("--style", help="a shipped style by name, e.g. starry_night (= --model style-NAME)")
+            s.add_argument("--border", type=int, help="reflect-padded context around the image, cropped off, so the "
+                           "network draws no edge line (params: batch.border; 0: none)")
         else:
             s.add_argument("--scale", type=int, help="refuse a model of another scale")
         s.add_argument("-o", "--output", required=True, help="output file (one input) or folder")

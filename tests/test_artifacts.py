@@ -76,3 +76,32 @@ def test_seams_read_clean_tiles_as_clean_and_per_tile_statistics_as_seams(photo)
     good = art.seam_difference(tiled_forward(n, x, tile=128, overlap=48)[0], y, rows, cols)
     bad = art.seam_difference(tiled_forward(n, x, tile=128, overlap=48, global_norm_stats=False)[0], y, rows, cols)
     assert good["psnr_db"] > 40 and bad["psnr_db"] < 30 and bad["seam_max_levels"] > 10 * max(good["max_levels"], 0.1)
+
+
+def test_a_reflected_border_takes_the_edge_line_off_what_stylize_writes(data_dir):
+    """stylize_image(border=32): the output keeps the input's size and its edges agree with the output of
+    the photo padded further (same instance-norm statistics); without it a network's edges differ."""
+    from perceptual_core.inference import pad_reflect, stylize_image
+
+    img = load_image(data_dir / "Set14/HR/flowers.png")
+    n, x = net(), img.to_tensor()[None]
+
+    def reference(b):  # the photo padded by 64 px, run with the statistics of the input stylize_image ran
+        with torch.inference_mode(), art.norm_stats_of(n, pad_reflect(x, b)):
+            return n(pad_reflect(x, 64))[0, :, 64:-64, 64:-64].clamp(0, 1)
+
+    plain, _ = stylize_image(n, img, border=0)
+    padded, _ = stylize_image(n, img, border=32)
+    assert padded.shape == plain.shape == x.shape[1:]
+    before = max(v["frame"] for k, v in art.border_excess(plain, reference(0), 16).items() if k in art.SIDES)
+    after = max(v["frame"] for k, v in art.border_excess(padded, reference(32), 16).items() if k in art.SIDES)
+    assert after < 0.5 < before, (after, before)
+
+
+def test_a_border_wider_than_the_image_is_clipped_to_it(data_dir, tmp_path):
+    from perceptual_core.inference import stylize_image
+    from perceptual_core.io import save_image
+
+    save_image(tmp_path / "small.png", load_image(data_dir / "Set14/HR/flowers.png").pixels[:30, :44])
+    y, _ = stylize_image(net(), load_image(tmp_path / "small.png"), border=10_000)  # reflect needs b < the side
+    assert y.shape == (3, 30, 44)

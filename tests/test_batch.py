@@ -319,6 +319,9 @@ def test_pipeline_choice():
     assert batch.fused(batch.BatchSpec(**{**spec.__dict__, "pipeline": "fused", "gpus_per_actor": 1}), files)
     with pytest.raises(ValueError, match="--pipeline"):
         batch.BatchSpec(**{**spec.__dict__, "pipeline": "both"}).check()
+    assert spec.border == 32  # stylize's reflected border (params batch.border)
+    with pytest.raises(ValueError, match="--border must be >= 0, got -1"):
+        batch.BatchSpec(**{**spec.__dict__, "border": -1}).check()
 
 
 # --------------------------------------------------------------------------------------- S3

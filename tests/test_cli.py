@@ -128,6 +128,8 @@ def test_a_tile_too_small_is_a_usage_error_everywhere(tmp_path, data_dir):
     assert rc == 2 and not (tmp_path / "out").exists()
     assert cli("stylize", str(photo), "--model", str(model), "--tile", "16", "-o", str(tmp_path / "o.png")
                ).returncode == 0
+    r = cli("stylize", str(photo), "--model", str(model), "--border", "-1", "-o", str(tmp_path / "b.png"), check=False)
+    assert r.returncode == 2 and "--border must be >= 0, got -1" in r.stderr and not (tmp_path / "b.png").exists()
 
 
 @pytest.mark.slow

@@ -80,6 +80,7 @@ def test_a_style_job_continues_from_its_init_weights_and_the_others_start_fresh(
     ("batch", {"tile": "big"}, r"batch.tile: expected an integer, got 'big'"),
     ("batch", {"tiel": 512}, r"batch.tiel: unknown setting"),
     ("batch", {"actors": 0}, r"batch.actors: must be >= 1"),
+    ("batch", {"border": -2}, r"batch.border: must be >= 0, got -2"),
     ("inference", {"engine": "tensorrt"}, r"inference.engine: 'tensorrt' is not one of auto, eager, compile, onnx"),
     ("inference", {"verify": "yes"}, r"inference.verify: expected true or false"),
     ("benchmark", {"sr": {"sets": {}, "protocols": ["blur"], "primary": "standard"}}, r"benchmark.sr.primary"),

@@ -24,6 +24,7 @@ class BatchSpec:
     preserve_color: bool = False
     tile: int = 1024
     overlap: int = 48
+    border: int = 32  # stylize: reflect-padded context around the image, cropped off (inference.stylize_image)
     actors: int = 1
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
@@ -70,6 +71,8 @@ class BatchSpec:
             check_sr_tile(self.tile, self.scale)
         if self.overlap < 0:
             raise ValueError(f"--overlap must be >= 0, got {self.overlap}")
+        if self.border < 0:
+            raise ValueError(f"--border must be >= 0, got {self.border}")
         if not 0 < self.cpus_per_actor or self.read_cpus <= 0 or self.gpus_per_actor < 0:
             raise ValueError("--cpus-per-actor and read_cpus must be > 0 and --gpus >= 0")
         if self.pipeline not in ("auto", "fused", "staged"):

@@ -62,7 +62,8 @@ class Predictor:
         tile = s.tile or None
         try:
             if s.kind == "stylize":
-                y, alpha = stylize_image(self.model, img, preserve_color=s.preserve_color, tile=tile, overlap=s.overlap)
+                y, alpha = stylize_image(self.model, img, preserve_color=s.preserve_color, tile=tile, overlap=s.overlap,
+                                         border=s.border)
                 out = tensor_to_array(y, img.bit_depth)
             else:  # tiled by output pixels, quantised block by block (sr_blocks.py)
                 out, alpha = upscale_image(self.model, img, scale=s.scale, tile=tile)

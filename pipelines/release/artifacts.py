@@ -1,7 +1,7 @@
 """The artifact checks of a style model to ship (perceptual_core/artifacts.py: stride-locked pattern, border
-frame, tile seams) at `release.artifacts.size`, tiled as `perceptual stylize` tiles; stored in the manifest
-and judged on the card. `python -m pipelines.release artifacts [JOB ...]` measures already shipped models
-from their files (a re-export measures its own)."""
+frame, tile seams) at `release.artifacts.size`, run as `perceptual stylize` runs it (batch.tile,
+batch.overlap, batch.border); stored in the manifest and judged on the card. `python -m pipelines.release
+artifacts [JOB ...]` measures already shipped models from their files (a re-export measures its own)."""
 from __future__ import annotations
 
 import json
@@ -21,6 +21,7 @@ def artifact_info(model, a: ArtifactSettings) -> dict:
     import torch.nn.functional as F
 
     from perceptual_core import artifacts as art
+    from perceptual_core.inference import pad_reflect
     from perceptual_core.tiling import core_edges, tiled_forward
 
     from .quality import _photos
@@ -28,18 +29,23 @@ def artifact_info(model, a: ArtifactSettings) -> dict:
     b = config.load(BatchSettings)
     rows = []
     for name, x in _photos(list(a.photos), int(a.size)):
-        x = x[None]
-        with torch.inference_mode():
-            y = model(x)[0].clamp(0, 1)
-            with art.norm_stats_of(model, x):
-                p = a.pad
-                yp = model(F.pad(x, (p, p, p, p), mode="reflect"))[0, :, p:-p, p:-p].clamp(0, 1)
-        yt = tiled_forward(model, x, tile=b.tile, overlap=b.overlap)[0].clamp(0, 1)
         h, w = x.shape[-2:]
+        x = x[None]
+        e = max(0, min(b.border, h - 1, w - 1, int(a.pad) - 1))  # the input as stylize_image pads it
+        xb = pad_reflect(x, e)
+
+        def crop(t, m):
+            return t[0, :, m:t.shape[-2] - m, m:t.shape[-1] - m].clamp(0, 1)
+
+        with torch.inference_mode():
+            y = crop(model(xb), e)
+            with art.norm_stats_of(model, xb):  # the reference: further from the border, same statistics
+                yp = crop(model(F.pad(x, (a.pad,) * 4, mode="reflect")), a.pad)
+        yt = crop(tiled_forward(model, xb, tile=b.tile, overlap=b.overlap), e)
+        edges = [[v - e for v in core_edges(model, n + 2 * e, b.tile)] for n in (h, w)]
         rows.append({"photo": name, "shape": [h, w], "lattice": _levels(art.lattice_amplitude(y)),
                      "lattice_photo": _levels(art.lattice_amplitude(x[0])),
-                     "border": art.border_excess(y, yp, int(a.band)),
-                     "seams": art.seam_difference(yt, y, core_edges(model, h, b.tile), core_edges(model, w, b.tile))})
+                     "border": art.border_excess(y, yp, int(a.band)), "seams": art.seam_difference(yt, y, *edges)})
         get(__name__).info(f"release artifacts: {name} at {h}x{w} px: {json.dumps(rows[-1])}")
     worst = {"lattice_levels": max(max(r["lattice"].values()) for r in rows),
              "lattice_photo_levels": max(max(r["lattice_photo"].values()) for r in rows),
@@ -47,7 +53,8 @@ def artifact_info(model, a: ArtifactSettings) -> dict:
              "border_abs_levels": max(r["border"][k]["abs"] for r in rows for k in art.SIDES),
              "seam_psnr_db": min(r["seams"]["psnr_db"] for r in rows),
              "seam_max_levels": max(r["seams"]["seam_max_levels"] for r in rows)}
-    return {"size": int(a.size), "tile": b.tile, "overlap": b.overlap, "pad": int(a.pad), "band": int(a.band),
+    return {"size": int(a.size), "tile": b.tile, "overlap": b.overlap, "border": b.border, "pad": int(a.pad),
+            "band": int(a.band),
             "bars": dict(a.bars), "photos": rows, "worst": {k: round(v, 3) for k, v in worst.items()}}
 
 

@@ -90,8 +90,9 @@ def card(name: str, e: dict, peers: dict | None = None) -> str:
 def _artifact_lines(a: dict) -> list[str]:
     """The artifact checks (perceptual_core/artifacts.py) and their bars, in 8-bit levels."""
     lines = ["## Artifacts (measured)", "",
-             f"At {a['size']} px on the longer side, tiled as `perceptual stylize` tiles (tile {a['tile']}, overlap "
-             f"{a['overlap']}, whole-image instance-norm statistics). Stride-locked pattern: the RMS of the luma "
+             f"At {a['size']} px on the longer side, run as `perceptual stylize` runs it (tile {a['tile']}, overlap "
+             f"{a['overlap']}, whole-image instance-norm statistics; {a.get('border', 0)} px of reflected border "
+             f"around the input, cropped off). Stride-locked pattern: the RMS of the luma "
              f"pattern of period 2 or 4 px that repeats in phase across the image (checkerboard). Border: the "
              f"output against the output on the photo reflect-padded by {a['pad']} px (same instance-norm "
              f"statistics), over the {a['band']} px along each edge: the mean signed difference (a frame), "

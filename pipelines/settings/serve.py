@@ -39,6 +39,7 @@ class BatchSettings:
     pipeline: Literal["auto", "fused", "staged"] = "auto"
     tile: int = 1024
     overlap: int = 48
+    border: int = 32
     upscale_tile: int = 640
     shard_size: int = 64
     max_pixels: int = 178_956_970
@@ -49,6 +50,8 @@ class BatchSettings:
         for name in ("actors", "shard_size", "max_pixels"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.border < 0:
+            raise SettingsError(f"{where}.border: must be >= 0, got {self.border}")
 
     def tile_for(self, kind: str | None) -> int:
         """The default tile of a job: upscaling tiles by output pixels (sr_blocks.py), so it has its own."""
