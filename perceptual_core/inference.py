@@ -71,6 +71,7 @@ def stylize_image(model: nn.Module | Engine, img: LoadedImage, *, preserve_color
     band; 32 px of border leave 0.05)."""
     x = _rgb_tensor(img, "cpu")
     b = max(0, min(int(border), x.shape[-2] - 1, x.shape[-1] - 1))
+    tile = tile if tile and max(x.shape[-2:]) > tile else None  # the image's size decides, not the border's
     y = _forward(model, pad_reflect(x, b), tile, overlap).clamp(0, 1)[0]
     y = y[:, b:y.shape[-2] - b, b:y.shape[-1] - b]
     if preserve_color:

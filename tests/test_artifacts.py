@@ -98,6 +98,18 @@ def test_a_reflected_border_takes_the_edge_line_off_what_stylize_writes(data_dir
     assert after < 0.5 < before, (after, before)
 
 
+def test_the_border_does_not_make_an_image_that_fits_a_tile_run_in_tiles(data_dir, tmp_path):
+    """An image of side <= tile runs whole (on the engine) even though its padded input is larger."""
+    from perceptual_core.inference import stylize_image
+    from perceptual_core.io import save_image
+
+    save_image(tmp_path / "fits.png", load_image(data_dir / "Set14/HR/flowers.png").pixels[:96, :128])
+    img, n = load_image(tmp_path / "fits.png"), net()
+    assert torch.equal(stylize_image(n, img, tile=128, border=32)[0], stylize_image(n, img, tile=None, border=32)[0])
+    tiled, _ = stylize_image(n, img, tile=64, overlap=48, border=32)  # larger than the tile: tiled, same size
+    assert tiled.shape == (3, 96, 128)
+
+
 def test_a_border_wider_than_the_image_is_clipped_to_it(data_dir, tmp_path):
     from perceptual_core.inference import stylize_image
     from perceptual_core.io import save_image
