@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .metrics import luma, psnr
 from .tiling import _FrozenInstanceNorm, _norms_needing_stats, _swapped
 
 __all__ = ["lattice_amplitude", "border_excess", "seam_difference", "norm_stats_of", "LEVELS", "SIDES"]
@@ -34,11 +35,8 @@ SIDES = ("top", "bottom", "left", "right")
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) or (H, W) in [0, 1] -> (H, W) BT.601 luma (R, G, B weights 0.299, 0.587, 0.114)."""
-    if x.dim() == 2:
-        return x.float()
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(3, 1, 1)
-    return (x.float() * w).sum(0)
+    """(3, H, W) or (H, W) in [0, 1] -> (H, W) full-range BT.601 luma (metrics.luma)."""
+    return x.float() if x.dim() == 2 else luma(x.float(), axis=0)[0]
 
 
 def _high_pass(y: torch.Tensor) -> torch.Tensor:
@@ -93,8 +91,8 @@ def seam_difference(tiled: torch.Tensor, untiled: torch.Tensor, rows: list[int],
     and within 8 px of the tile-core boundaries ``rows`` and ``cols`` (tiling.core_edges), in levels."""
     if tiled.shape != untiled.shape:
         raise ValueError(f"outputs differ in shape: {tuple(tiled.shape)} vs {tuple(untiled.shape)}")
-    d = (tiled.float().clamp(0, 1) - untiled.float().clamp(0, 1)).abs()
-    mse = float(d.pow(2).mean())
+    a, b0 = tiled.float().clamp(0, 1), untiled.float().clamp(0, 1)
+    d = (a - b0).abs()
     h, w = d.shape[-2:]
     seam = torch.zeros(h, w, dtype=torch.bool)
     for b in rows:
@@ -102,7 +100,7 @@ def seam_difference(tiled: torch.Tensor, untiled: torch.Tensor, rows: list[int],
     for b in cols:
         seam[:, max(0, b - 8):b + 8] = True
     dmax = d.amax(0)
-    return {"psnr_db": round(10 * torch.log10(torch.tensor(1.0 / mse)).item(), 2) if mse > 0 else float("inf"),
+    return {"psnr_db": round(psnr(a, b0, data_range=1.0), 2),  # inf when identical
             "max_levels": round(float(dmax.max()) * LEVELS, 3),
             "seam_max_levels": round(float(dmax[seam].max()) * LEVELS, 3) if seam.any() else 0.0}
 
