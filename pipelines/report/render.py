@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from perceptual_core import zoo
-
 from .. import config, owned
 from ..log import get
 from ..settings import BenchmarkSettings
@@ -96,6 +94,8 @@ def render(bench: BenchmarkSettings, out: Path, *, title: str = "perceptual: ben
         _sr_section(d, sr, bout)
     if st:
         _style_section(d, st, bout)
+    from perceptual_core import zoo  # torch: not at import, so the CLI parser stays torch-free
+
     released = released_style_table(zoo.entries())
     if released:
         d.h(2, "Released models")
