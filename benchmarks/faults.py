@@ -344,11 +344,12 @@ def _moto(env: dict | None = None):
     proc = subprocess.Popen([str(Path(PY).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env={**os.environ, **(env or {})})
-    import urllib.request
-
-    for _ in range(100):
+    # Ready when it accepts a connection. An HTTP probe would be an S3 call (ListBuckets) that moto
+    # counts against INITIAL_NO_AUTH_ACTION_COUNT, and a probe that times out while moto loads its
+    # backend (seconds on a busy machine) is sent again and counted twice.
+    for _ in range(300):
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
             time.sleep(0.2)
@@ -393,7 +394,7 @@ def _download(s3, bucket: str, prefix: str, dest: Path) -> None:
 def row_s3_access_denied(inp, work):
     """Credentials that exist but may not read the bucket (moto's IAM enforcement: a user whose only
     permission is s3:ListAllMyBuckets). Refused before any work, in one line naming the input."""
-    moto, endpoint = _moto({"INITIAL_NO_AUTH_ACTION_COUNT": "5"})  # the readiness probe and 4 setup calls
+    moto, endpoint = _moto({"INITIAL_NO_AUTH_ACTION_COUNT": "4"})  # the 4 setup calls below
     try:
         import boto3
 
