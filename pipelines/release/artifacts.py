@@ -18,7 +18,6 @@ def artifact_info(model, a: ArtifactSettings) -> dict:
     the border excess per side against the reflect-padded output under the same instance-norm
     statistics, and the tiled output against the untiled one; ``worst`` over the photos."""
     import torch
-    import torch.nn.functional as F
 
     from perceptual_core import artifacts as art
     from perceptual_core.inference import pad_reflect
@@ -40,7 +39,7 @@ def artifact_info(model, a: ArtifactSettings) -> dict:
         with torch.inference_mode():
             y = crop(model(xb), e)
             with art.norm_stats_of(model, xb):  # the reference: further from the border, same statistics
-                yp = crop(model(F.pad(x, (a.pad,) * 4, mode="reflect")), a.pad)
+                yp = crop(model(pad_reflect(x, int(a.pad))), int(a.pad))
         yt = crop(tiled_forward(model, xb, tile=b.tile, overlap=b.overlap), e)
         edges = [[v - e for v in core_edges(model, n + 2 * e, b.tile)] for n in (h, w)]
         rows.append({"photo": name, "shape": [h, w], "lattice": _levels(art.lattice_amplitude(y)),
