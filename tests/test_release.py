@@ -174,6 +174,8 @@ def _small_export_params(tmp_path: Path) -> Path:
     params["release"]["artifacts"].update(size=160, pad=64, band=16, photos=params["release"]["quality"]["content"][:1])
     params["batch"]["tile"] = 64  # so the artifact check's tiled run has seams to look at
     params["train"]["style"]["styles"]["tiny"] = "styles/style_images/la_muse.jpg"
+    params["release"]["style"]["tv_weights"] = {**params["release"]["style"].get("tv_weights", {}), "tiny": 0.5}
+    params["release"]["style"]["iterations"]["tiny"] = 7  # a release job has its entry (`release train` needs it)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     config._load.cache_clear()
     return wd
@@ -252,6 +254,8 @@ def test_export_writes_file_card_and_manifest_from_a_training_run(store, tmp_pat
     assert e.sha256 == entry["sha256"] == zoo.sha256_file(e.file) and entry["fp16_psnr_db"] >= 40
     card = (shipped / "style-tiny.md").read_text()
     assert e.sha256 in card and "the photo itself" in card and "Gatys 2 iterations" in card and "0.02 h" in card
+    # scored on the objective it trained on: the release's TV weight for the style, not `dvc repro`'s
+    assert entry["objective_weights"]["tv"] == 0.5 and "TV 0.5)" in card
     q = entry["quality"]["mean"]
     assert set(q) == {"photo", "ours", "gatys2"} and q["gatys2"]["total_loss"] <= q["photo"]["total_loss"]
     assert (shipped / entry["sample"]).is_file() and len(entry["reference"]["mean"]) == 3

@@ -22,9 +22,12 @@ def _style_release_info(job: str, model, photos, q: QualitySettings, out: Path) 
     from perceptual_core.io import load_image, save_image
 
     from ..benchmark import style_objective
+    from ..settings import TrainSettings, build
+    from .params import release_params
 
     name = jobname.parse(job).style
-    weights, style_path = style_objective(name)
+    # the release's objective (release.style may set this style's TV weight), as the model trained on it
+    weights, style_path = style_objective(name, build(TrainSettings, release_params()["train"], "release params: train"))
     style_img = load_image(style_path).to_tensor()
     net = config.loss_network()
     quality, rows, _ = style_quality(model, style_img, weights, photos, net, q)
