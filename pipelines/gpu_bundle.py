@@ -214,6 +214,7 @@ def _carry_job(p: dict, j: jobname.Job, tmp: Path) -> dict | None:
         t["style"]["styles"] = {j.style: str(style_dst.relative_to("data"))}
         t["style"]["jobs"] = [j.style]
         t["style"]["init"] = {}  # the paper's schedule from scratch (release.style.init continues a CPU model)
+        t["style"]["lr"] = None  # so the paper's Adam 1e-3 (train.lr), not a continuation's fine-tuning rate
     else:
         s = t["sr"]
         ref = (s.get("init") or {}).get(j.key)

@@ -73,6 +73,8 @@ def test_pack_carries_params_photos_style_image_and_the_loss_network(bundle):
     p = yaml.safe_load((b / "params.yaml").read_text())
     assert p["train"]["style"]["crop"] == 256 and p["train"]["style"]["batch_size"] == 4
     assert p["train"]["style"]["init"] == {}  # the paper's schedule from scratch, whatever release.style.init says
+    assert p["train"]["style"]["lr"] is None and p["train"]["lr"] == 1.0e-3  # the paper's rate, not the fine-tune's
+    assert p["train"]["style"]["tv_weights"]["starry_night"] == 100.0  # the style's chosen objective travels
     assert p["train"]["precision"] == "bf16" and p["train"]["max_seconds"] == 480
     assert "mlflow" not in p and "acquire" not in p  # nothing of this machine's services travels
     keys = gpu_bundle.path_keys(p, "style")

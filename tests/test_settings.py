@@ -71,9 +71,25 @@ def test_a_style_job_continues_from_its_init_weights_and_the_others_start_fresh(
     from pipelines.train import job_spec
 
     t = settings.build(TrainSettings, release_params()["train"], "release params: train")
-    assert t.style.init == {"wave": "style-wave"}
+    assert t.style.init == {"wave": "style-wave", "starry_night_fast": "style-starry_night_fast",
+                            "starry_night": "style-starry_night"}
     assert job_spec("style-wave", t)["init"] == "style-wave" and job_spec("style-la_muse", t)["init"] is None
     assert job_spec("style-wave")["init"] is None  # `dvc repro`'s quick runs train from scratch
+
+
+def test_the_release_fine_tunes_starry_night_at_its_own_tv_weight_and_rate():
+    """release.style: the starry_night models continue at TV 100 and lr 1e-4; the others keep the common
+    TV weight and Adam 1e-3, and `dvc repro`'s quick starry_night keeps its objective (the shipped Gatys)."""
+    from pipelines.release import release_params
+    from pipelines.train import job_spec
+
+    t = settings.build(TrainSettings, release_params()["train"], "release params: train")
+    for job in ("style-starry_night", "style-starry_night_fast"):
+        spec = job_spec(job, t)
+        assert (spec["weights"]["tv"], spec["lr"]) == (100.0, 1.0e-4), job
+    spec = job_spec("style-la_muse", t)
+    assert (spec["weights"]["tv"], spec["lr"]) == (t.style.tv_weight, t.lr) == (1.0e-5, 1.0e-3)
+    assert job_spec("style-starry_night")["weights"]["tv"] == 1.0e-5
 
 
 @pytest.mark.parametrize("section,change,message", [
