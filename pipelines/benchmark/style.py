@@ -19,12 +19,11 @@ from .results import STYLE_RESULTS, config_hash, log, out_dirs, progress, style_
 from .speed import measure_speed
 
 
-def style_objective(job: str, t: TrainSettings | None = None) -> tuple[dict, str]:
-    """(weights {content, style, tv}, style image path) of style JOB: exactly what training optimises
-    (``t``: the train settings it trains with; params.yaml's where not given)."""
+def style_objective(job: str) -> tuple[dict, str]:
+    """(weights {content, style, tv}, style image path) of style JOB: exactly what training optimises."""
     from ..train import job_spec
 
-    spec = job_spec(f"style-{job}", t)
+    spec = job_spec(f"style-{job}")
     return spec["weights"], spec["style_image"]
 
 

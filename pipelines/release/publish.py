@@ -45,7 +45,7 @@ def export(job: str, from_gpu: Path | None = None) -> dict:
              "released": datetime.now(timezone.utc).date().isoformat()}
     entry["reference"] = reference_stats(half_model, r.reference)
     if entry["task"] == "stylize":
-        entry.update(_style_release_info(job, half_model, photos, q, out))
+        entry.update(_style_release_info(job, half_model, photos, q, out, training["params"]))
         if r.artifacts is not None:
             entry["artifacts"] = artifact_info(half_model, r.artifacts)
     else:

@@ -18,16 +18,16 @@ def _photos(paths: list[str], size: int) -> list:
     return [(Path(p).stem, resize_longer(load_image(config.data_dir() / p).to_tensor(), size)) for p in paths]
 
 
-def _style_release_info(job: str, model, photos, q: QualitySettings, out: Path) -> dict:
+def _style_release_info(job: str, model, photos, q: QualitySettings, out: Path, trained: dict) -> dict:
+    """``trained``: the training record's params (records._job_params): the loss weights the model was
+    trained with (release.style may set a style's own), so the score is on that objective."""
     from perceptual_core.io import load_image, save_image
 
     from ..benchmark import style_objective
-    from ..settings import TrainSettings, build
-    from .params import release_params
 
     name = jobname.parse(job).style
-    # the release's objective (release.style may set this style's TV weight), as the model trained on it
-    weights, style_path = style_objective(name, build(TrainSettings, release_params()["train"], "release params: train"))
+    _, style_path = style_objective(name)
+    weights = {"content": trained["content_weight"], "style": trained["style_weight"], "tv": trained["tv_weight"]}
     style_img = load_image(style_path).to_tensor()
     net = config.loss_network()
     quality, rows, _ = style_quality(model, style_img, weights, photos, net, q)
