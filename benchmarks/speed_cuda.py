@@ -3,7 +3,7 @@ one Gatys iteration on the same VGG-16 layers, beside the paper's Titan X figure
 writes JSON. Needs only torch (no Ray, MLflow, onnxruntime or data folder), so it runs on a bare GPU
 machine (scripts/gpu_check.sh prepares its inputs and runs it there).
 
-    python benchmarks/speed_cuda.py --weights tmp/gpu/style.pt --photo tmp/gpu/photo.pt --json OUT.json
+    python benchmarks/speed_cuda.py --weights models/style-la_muse.safetensors --photo tmp/gpu/photo.pt --json OUT.json
     python benchmarks/speed_cuda.py --device cpu --sizes 64 128 --repeats 1    # a smoke run anywhere
 
 Rows: plain (the unmodified network, fp32), eager fp32 / bf16 / fp16 (perceptual_core.engines: folded
@@ -16,7 +16,7 @@ torch.cuda.max_memory_allocated per row and size. Gatys: seconds of one content+
 backward through VGG-16 to relu4_3 (the paper's loss layers; random weights: the time does not depend
 on them) -> x 100/300/500 iterations, and the speedup over the fastest verified engine.
 
---weights: a perceptual style checkpoint (default outputs/train/style-la_muse/model.pt; random weights of
+--weights: a perceptual style checkpoint or a release .safetensors file (models/; default outputs/train/style-la_muse/model.pt; random weights of
 the paper's architecture when missing: same speed, and the fp16/bf16 PSNR then says less). --photo: a
 (3, H, W) uint8 tensor saved by torch.save (scripts/gpu_check.sh makes one from chicago.jpg), or an
 image file (needs pillow); without one a smooth synthetic image is used.
@@ -84,6 +84,10 @@ def load_photo(path: str | None, size: int) -> torch.Tensor:
 
 
 def load_style_net(path: str | None, device: torch.device) -> tuple[nn.Module, str]:
+    if path and Path(path).suffix == ".safetensors":  # a release file (models/): travels with the code
+        from perceptual_core.zoo import model_from_bytes
+
+        return model_from_bytes(Path(path).read_bytes(), str(path)).to(device).eval(), str(path)
     if path and Path(path).is_file():
         from perceptual_core.checkpoint import load_model
 

@@ -230,9 +230,24 @@ def test_cli_engine_option(tmp_path, data_dir, style_net):
     assert r.returncode == 2 and "--precision bf16 needs a CUDA" in r.stderr
 
 
+@pytest.mark.parametrize("cfg", [
+    dict(norm="instance", padding="reflect", upsample="nearest"),  # the shipped style networks
+    dict(norm="batch", padding="paper", upsample="nearest"),       # folded batch norm
+])
+def test_the_gpu_rewrite_builds_on_the_models_device(cfg):
+    """portable_net (the CUDA eager and compile engines) makes every tensor on the model's device. On an H200
+    the sub-pixel conv and its phase taps were made on the CPU, so every CUDA engine failed ("weight type
+    torch.FloatTensor"); the meta device stands in for CUDA here (a CPU tensor mixed in fails or shows)."""
+    from perceptual_core.engines.portable import portable_net
+
+    net = portable_net(TransformNet(**cfg).eval().to("meta"))
+    assert {t.device.type for t in [*net.parameters(), *net.buffers()]} == {"meta"}
+
+
 def test_gpu_speed_script_runs_without_ray_or_data(tmp_path, data_dir):
     """benchmarks/speed_cuda.py (scripts/gpu_check.sh runs it on a bare GPU machine) on the CPU at tiny
-    sizes: the photo tensor as gpu_check.sh prepares it, a verified engine row, Gatys, the JSON."""
+    sizes: the photo tensor as gpu_check.sh prepares it, a shipped release file as the weights (it travels
+    with the code), a verified engine row, Gatys, the JSON."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import speed_cuda
 
@@ -240,7 +255,9 @@ def test_gpu_speed_script_runs_without_ray_or_data(tmp_path, data_dir):
     torch.save((x * 255).round().to(torch.uint8), tmp_path / "photo.pt")
     out = speed_cuda.main(["--device", "cpu", "--sizes", "48", "--repeats", "1", "--warmup", "1", "--rows",
                            "eager:fp32", "--gatys-sizes", "48", "--photo", str(tmp_path / "photo.pt"),
-                           "--weights", str(tmp_path / "missing.pt"), "--json", str(tmp_path / "s.json")])
+                           "--weights", str(ROOT / "models/style-starry_night_fast.safetensors"),  # a release file
+                           "--json", str(tmp_path / "s.json")])
+    assert out["meta"]["weights"].endswith("style-starry_night_fast.safetensors")
     rows = {(r["engine"], r["precision"]): r for r in out["style"]}
     assert set(rows) == {("plain", "fp32"), ("eager", "fp32")}
     assert rows["eager", "fp32"]["verified"]["max_abs"] <= 2e-3

@@ -104,7 +104,7 @@ def _phase_weights(w: torch.Tensor) -> torch.Tensor:
     they are the 2-tap conv's outputs i (a = 0) and i + 1 (a = 1). Shuffling phase 1 into slot 0 and
     phase 0 into slot 1 puts both at consecutive positions 2p, 2p + 1, shifted by one pixel.
     Reflection padding of the upsampled map is replicate padding of the low-res one, zero is zero."""
-    taps = torch.tensor([[[1., 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], dtype=torch.float64)  # phase, tap, k
+    taps = torch.tensor([[[1., 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], dtype=torch.float64, device=w.device)  # phase, tap, k
     ph = torch.einsum("aik,bjl,ockl->ocabij", taps, taps, w.double())  # (Cout, Cin, a, b, 2, 2)
     ph = ph.flip(2, 3)  # slot s holds phase 1 - s
     return ph.permute(0, 2, 3, 1, 4, 5).reshape(w.shape[0] * 4, w.shape[1], 2, 2).float()

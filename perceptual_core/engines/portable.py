@@ -23,7 +23,7 @@ class _PortableNet(nn.Module):
         for L in layers:
             c = L.conv
             if L.upsample:
-                new = nn.Conv2d(c.in_channels, 4 * c.out_channels, 2, bias=True)
+                new = nn.Conv2d(c.in_channels, 4 * c.out_channels, 2, bias=True).to(c.weight.device)
                 with torch.no_grad():
                     new.weight.copy_(_phase_weights(c.weight.detach()))
                     new.bias.copy_(c.bias.detach().repeat_interleave(4))
