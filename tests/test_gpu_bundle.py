@@ -60,8 +60,10 @@ def _run_script(job_arg: str, b: Path, tmp_path: Path) -> Path:
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "no Ray" in (out / "gpu_train.log").read_text()
-    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
-    assert [e["iteration"] for e in events if e["event"] == "checkpoint"] == [1]
+    several = "," in job_arg
+    for d in [out / f"style-{n}" for n in job_arg.split(",")] if several else [out]:
+        events = [json.loads(x) for x in (d / "events.jsonl").read_text().splitlines()]
+        assert [e["iteration"] for e in events if e["event"] == "checkpoint"] == [1], d
     return out
 
 
@@ -120,6 +122,30 @@ def test_gpu_train_script_runs_with_only_torch(bundle, tmp_path):
     with torch.inference_mode():
         y = model(torch.rand(1, 3, 40, 48))
     assert y.shape == (1, 3, 40, 48) and torch.isfinite(y).all()
+
+
+def test_several_styles_share_one_bundle_and_train_at_once(photos, weights_cache, tmp_path):
+    """pack la_muse,starry_night_fast: the photos and the loss network once, each style image; run: one
+    prepare, then each job in its own process into $OUT/JOB/, with its own objective (TV 100 for
+    starry_night_fast), and the command on record for the model card."""
+    doc = gpu_bundle.pack(["style-wave", "style-starry_night_fast"], tmp_path / "bundle", photos=photos)
+    assert doc["jobs"] == ["style-wave", "style-starry_night_fast"] and "job" not in doc
+    assert doc["photos"] == 6 and {"data/styles/style_images/wave.jpg",
+                                   "data/styles/style_images/starry_night.jpg"} <= set(doc["files"])
+    p = yaml.safe_load((tmp_path / "bundle" / "params.yaml").read_text())
+    assert p["train"]["style"]["jobs"] == ["wave", "starry_night_fast"]
+    out = _run_script("wave,starry_night_fast", tmp_path / "bundle", tmp_path)
+    for job, tv in (("style-wave", 1.0e-5), ("style-starry_night_fast", 100.0)):
+        g = json.loads((out / job / "gpu_train.json").read_text())
+        assert g["job"] == job and g["iterations"] == 1 and g["spec"]["weights"]["tv"] == tv
+        assert g["command"] == "scripts/gpu_train.sh pack wave,starry_night_fast; " \
+                               "scripts/gpu_train.sh run wave,starry_night_fast"
+        model, _ = modelref.load_model(str(out / job / f"{job}.safetensors"), "stylize")
+        assert model.config.get("width", 1.0) == (1.0 if job == "style-wave" else 0.3)
+    with pytest.raises(ValueError, match="must all be style-NAME jobs"):
+        gpu_bundle.pack(["style-wave", "sr-x4-pixel"], tmp_path / "x", photos=photos)
+    with pytest.raises(ValueError, match=r"packed for style-wave style-starry_night_fast, not style-la_muse"):
+        gpu_bundle.run(["style-la_muse"], tmp_path / "bundle", tmp_path / "o")
 
 
 # ------------------------------------------------------------------------------------ SR: sr-x4-feat
