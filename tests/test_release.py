@@ -218,8 +218,10 @@ def test_export_from_a_gpu_run_replaces_the_model_and_says_so(store, tmp_path, w
     sha = zoo.save_release(gdir / "style-tiny.safetensors", model, half=False)
     rec = {"job": "style-tiny", "device": "NVIDIA H200", "torch": "2.11.0", "iterations": 9000, "train_seconds": 470.0,
            "iterations_per_s": 19.5, "last": {"loss_total": 1.0, "loss_style": 0.5},
-           "spec": {"crop": 256, "batch_size": 4, "precision": "bf16", "channels_last": True, "lr": 1e-3},
-           "model": {"file": "style-tiny.safetensors", "sha256": sha}}
+           "spec": {"crop": 256, "batch_size": 4, "precision": "bf16", "channels_last": True, "lr": 1e-3,
+                    "weights": {"content": 1.0, "style": 2e-5, "tv": 7.0}},  # what it trained on, as recorded
+           "model": {"file": "style-tiny.safetensors", "sha256": sha},
+           "command": "scripts/gpu_train.sh pack tiny,other; scripts/gpu_train.sh run tiny,other 330"}
     (gdir / "gpu_train.json").write_text(json.dumps(rec))
     (gdir / "events.jsonl").write_text(json.dumps({"time": 1.0, "event": "report", "loss_total": 3.0}) + "\n")
     entry = release.export("style-tiny", from_gpu=gdir)
@@ -227,6 +229,9 @@ def test_export_from_a_gpu_run_replaces_the_model_and_says_so(store, tmp_path, w
     assert entry["iterations"] == 9000 and entry["training"]["device"] == "NVIDIA H200"
     assert "NVIDIA H200" in card and "replaces the CPU-trained one" in card and "total 3 -> 1" in card
     assert entry["training"]["params"]["crop"] == 256 and entry["training"]["params"]["precision"] == "bf16"
+    assert "init" not in entry["training"]["params"]  # from scratch: no CPU model's continuation on the card
+    assert entry["objective_weights"] == {"content": 1.0, "style": 2e-5, "tv": 7.0}  # scored on what it trained on
+    assert "`scripts/gpu_train.sh pack tiny,other; scripts/gpu_train.sh run tiny,other 330`" in card
     assert zoo.get("style-tiny", tmp_path / "shipped").sha256 == entry["sha256"]
     rec["job"] = "style-other"
     (gdir / "gpu_train.json").write_text(json.dumps(rec))

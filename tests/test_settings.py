@@ -78,8 +78,9 @@ def test_a_style_job_continues_from_its_init_weights_and_the_others_start_fresh(
 
 
 def test_the_release_fine_tunes_starry_night_at_its_own_tv_weight_and_rate():
-    """release.style: the starry_night models continue at TV 100 and lr 1e-4; the others keep the common
-    TV weight and Adam 1e-3, and `dvc repro`'s quick starry_night keeps its objective (the shipped Gatys)."""
+    """release.style: the starry_night models continue at TV 100 and lr 1e-4; la_muse trains at TV 100 and
+    Adam 1e-3; the others keep the common TV weight and Adam 1e-3, and `dvc repro`'s quick starry_night and
+    la_muse keep their objectives (the shipped Gatys snapshots)."""
     from pipelines.release import release_params
     from pipelines.train import job_spec
 
@@ -88,8 +89,11 @@ def test_the_release_fine_tunes_starry_night_at_its_own_tv_weight_and_rate():
         spec = job_spec(job, t)
         assert (spec["weights"]["tv"], spec["lr"]) == (100.0, 1.0e-4), job
     spec = job_spec("style-la_muse", t)
+    assert (spec["weights"]["tv"], spec["lr"]) == (100.0, t.lr) == (100.0, 1.0e-3)
+    spec = job_spec("style-composition_vii", t)
     assert (spec["weights"]["tv"], spec["lr"]) == (t.style.tv_weight, t.lr) == (1.0e-5, 1.0e-3)
-    assert job_spec("style-starry_night")["weights"]["tv"] == 1.0e-5
+    for job in ("style-starry_night", "style-la_muse"):
+        assert job_spec(job)["weights"]["tv"] == 1.0e-5, job
 
 
 @pytest.mark.parametrize("section,change,message", [

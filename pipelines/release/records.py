@@ -64,9 +64,15 @@ def _gpu_trained(job: str, folder: Path) -> tuple:
         else []
     params = _job_params(release_params(), job)
     params.update({k: g["spec"][k] for k in ("crop", "batch_size", "precision", "channels_last", "lr")}, workers=1)
+    w = g["spec"].get("weights") or {}  # the loss weights it trained with, as the run recorded them
+    params.update({f"{k}_weight": w[k] for k in ("content", "style", "tv") if k in w})
+    if g["spec"].get("init"):
+        params["init"] = g["spec"]["init"]
+    else:  # trained from scratch (the bundle drops release.style.init, a CPU model's continuation)
+        params.pop("init", None)
     j = jobname.parse(job)
     name = j.style if j.kind == "style" else job  # the script takes a style's name or an SR job's
-    return model, {"command": f"scripts/gpu_train.sh pack {name}; scripts/gpu_train.sh run {name}",
+    return model, {"command": g.get("command") or f"scripts/gpu_train.sh pack {name}; scripts/gpu_train.sh run {name}",
                    "device": g["device"], "torch": g["torch"], "data": list(settings().data),
                    "iterations": g["iterations"], "wall_seconds": g["train_seconds"],
                    "iterations_per_s": g["iterations_per_s"],
