@@ -16,7 +16,7 @@ import yaml
 
 from perceptual_core import vgg as vggmod
 from perceptual_core.io import load_image
-from pipelines import gpu_bundle, modelref
+from pipelines import gpu_bundle, gpu_run, modelref
 
 pytestmark = pytest.mark.slow  # `make test-fast` leaves this module out (its `smoke` tests excepted)
 
@@ -102,9 +102,9 @@ def test_damaged_bundle_names_the_file(bundle, tmp_path):
     shutil.copytree(b, bad, ignore=shutil.ignore_patterns("work"))
     (bad / gpu_bundle.VGG_FILE).write_bytes(b"x" * 100)
     with pytest.raises(ValueError, match=f"{gpu_bundle.VGG_FILE}: SHA-256 differs"):
-        gpu_bundle.verify(bad)
+        gpu_run.verify(bad)
     with pytest.raises(FileNotFoundError, match="no bundle here"):
-        gpu_bundle.verify(tmp_path)
+        gpu_run.verify(tmp_path)
     with pytest.raises(ValueError, match="unknown style 'nope'"):
         gpu_bundle.pack("style-nope", tmp_path / "x", photos=b / "data" / "acquired" / "images")
 
@@ -145,7 +145,7 @@ def test_several_styles_share_one_bundle_and_train_at_once(photos, weights_cache
     with pytest.raises(ValueError, match="must all be style-NAME jobs"):
         gpu_bundle.pack(["style-wave", "sr-x4-pixel"], tmp_path / "x", photos=photos)
     with pytest.raises(ValueError, match=r"packed for style-wave style-starry_night_fast, not style-la_muse"):
-        gpu_bundle.run(["style-la_muse"], tmp_path / "bundle", tmp_path / "o")
+        gpu_run.run(["style-la_muse"], tmp_path / "bundle", tmp_path / "o")
 
 
 # ------------------------------------------------------------------------------------ SR: sr-x4-feat
