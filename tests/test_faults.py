@@ -70,7 +70,7 @@ def test_the_inference_actor_killed_mid_job_loses_nothing(photos, tmp_path):
     rc, line, counts, extra = faults.row_ray_actor_killed(photos, tmp_path)
     assert extra["killed_after_outputs"] is not None and extra["killed_after_outputs"] < counts["inputs"], extra
     assert rc == 0, line
-    assert counts == {"inputs": 10, "outputs": 10, "failure_rows": 0, "lost": 0, "duplicates": 0, "partial_files": 0}
+    assert counts == {"inputs": 20, "outputs": 20, "failure_rows": 0, "lost": 0, "duplicates": 0, "partial_files": 0}
 
 
 @pytest.mark.full
