@@ -44,9 +44,7 @@ def _resolved_params(bundle: Path, kind: str) -> Path:
         _set(p, key, str((bundle / _get(p, key)).resolve()))
     (bundle / "work").mkdir(exist_ok=True)
     out = bundle / "work" / "params.resolved.yaml"
-    tmp = out.with_name(f"{out.name}.{os.getpid()}")  # the jobs of a run of several write it at once
-    tmp.write_text(yaml.safe_dump(p, sort_keys=False))
-    os.replace(tmp, out)
+    out.write_text(yaml.safe_dump(p, sort_keys=False))
     return out
 
 
@@ -57,12 +55,14 @@ def run(job: str | list[str], bundle: Path, out: Path, seconds: float | None = N
     {"jobs": {JOB: result or None (failed)}}."""
     js = _jobs(job)
     kind = js[0].kind
-    doc = verify(bundle)
+    if prepared:  # a job of a run of several: the parent checked the files and resolved the params
+        doc, params = json.loads((bundle / BUNDLE).read_text()), bundle / "work" / "params.resolved.yaml"
+    else:
+        doc, params = verify(bundle), _resolved_params(bundle, kind)
     packed = doc.get("jobs") or [doc["job"]]
     for x in js:
         if x.job not in packed:
             raise ValueError(f"{bundle / BUNDLE}: packed for {' '.join(packed)}, not {x.job}")
-    params = _resolved_params(bundle, kind)
     os.environ["PERCEPTUAL_PARAMS"] = str(params)
     os.environ.pop("PERCEPTUAL_DATA_DIR", None)  # the bundle's data_dir, not this machine's
     config._load.cache_clear()
