@@ -14,6 +14,13 @@ frame, no tile seams", so a release bar is a number on the card, not a look at a
   at the border, run with the first run's instance-norm statistics (so the two agree exactly away from
   the edges). Per side: the mean signed difference in the band along that edge (a frame) and the mean
   absolute one (any border effect, a texture drawn differently included).
+- White blobs (:func:`white_blobs`): solid discs the output clips to white where the photo has no white
+  (the wave and starry_night models draw them, 15-40 px across, on pale stone and lit windows). Networks
+  with instance norm are known to do this: a strong local spike carries signal past the normalisation
+  (the "droplets" of Karras et al. 2020, StyleGAN2), and once the output tanh saturates there its gradient
+  is near zero, so training barely removes it. Brightness alone is no measure: a painted texture may
+  have white strokes (wave's foam). Shape is: the figure is the largest fraction of any 16 px square that
+  such pixels fill; a disc reads near 1, strokes a few px wide and specks read low.
 - Tile seams (:func:`seam_difference`): the tiled output (tiling.py, whole-image instance-norm
   statistics) against the untiled one: PSNR and the largest difference along the tile boundaries.
 """
@@ -28,7 +35,7 @@ from torch import nn
 from .metrics import luma, psnr
 from .tiling import _FrozenInstanceNorm, _norms_needing_stats, _swapped
 
-__all__ = ["lattice_amplitude", "border_excess", "seam_difference", "norm_stats_of", "LEVELS", "SIDES"]
+__all__ = ["lattice_amplitude", "border_excess", "white_blobs", "seam_difference", "norm_stats_of", "LEVELS", "SIDES"]
 
 LEVELS = 255.0  # figures are in 8-bit levels: what a saved image can show
 SIDES = ("top", "bottom", "left", "right")
@@ -84,6 +91,23 @@ def border_excess(direct: torch.Tensor, padded: torch.Tensor, band: int) -> dict
                  for k, v in bands.items()}
     out["interior"] = round(float(d[:, 2 * band:h - 2 * band, 2 * band:w - 2 * band].abs().mean()), 4)
     return out
+
+
+def white_blobs(output: torch.Tensor, photo: torch.Tensor, block: int = 16, white: float = 250.0,
+                photo_below: float = 230.0) -> dict:
+    """White blobs of ``output`` over ``photo`` (both (3, H, W) in [0, 1], the same size): pixels whose
+    every channel is at least ``white`` levels where the photo's brightest channel is under
+    ``photo_below``. ``block_fill``: the largest fraction of any ``block`` px square (at a stride of half a
+    block) that they cover; ``blocks``: how many such squares they cover more than half of; ``area_pct``:
+    their share of the image."""
+    if output.shape != photo.shape or output.dim() != 3:
+        raise ValueError(f"output {tuple(output.shape)} and photo {tuple(photo.shape)} must both be (3, H, W)")
+    if min(output.shape[-2:]) < block:
+        raise ValueError(f"image of {tuple(output.shape[-2:])} px is too small for a {block}-px block")
+    new = (output.float().amin(0) * LEVELS >= white) & (photo.float().amax(0) * LEVELS < photo_below)
+    fill = F.avg_pool2d(new.float()[None, None], block, stride=max(1, block // 2))
+    return {"block_fill": round(float(fill.max()), 3), "blocks": int((fill > 0.5).sum()),
+            "area_pct": round(100 * float(new.float().mean()), 4)}
 
 
 def seam_difference(tiled: torch.Tensor, untiled: torch.Tensor, rows: list[int], cols: list[int]) -> dict[str, float]:

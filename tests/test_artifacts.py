@@ -53,6 +53,28 @@ def test_border_frame_is_found_on_its_side_only(photo):
     assert got["top"]["frame"] < 0.5 and got["bottom"]["frame"] < 0.5  # only their 8 px corner
 
 
+def test_white_blobs_reads_a_disc_and_not_strokes_nor_the_photos_own_white(photo):
+    assert art.white_blobs(photo, photo)["block_fill"] == 0  # the photo against itself: nothing new
+    yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    disc = ((yy - 40) ** 2 + (xx - 60) ** 2) <= 12 ** 2  # a 25 px white disc
+    dark = photo.amax(0) * art.LEVELS < 230
+    assert dark[disc].float().mean() > 0.9  # drawn where the photo is not white
+    blob = photo.clone()
+    blob[:, disc] = 1.0
+    got = art.white_blobs(blob, photo)
+    assert got["block_fill"] > 0.9 and got["blocks"] >= 4 and got["area_pct"] > 0.6
+    strokes = photo.clone()
+    strokes[:, ::12, :] = 1.0  # white lines 1 px wide every 12 px: more white area than the disc, no blob
+    strokes[:, 1::12, :] = 1.0
+    got = art.white_blobs(strokes, photo)
+    assert got["area_pct"] > 10 and got["block_fill"] < 0.3 and got["blocks"] == 0
+    white = photo.clone()  # a white square that is white in the photo too is the photo's, not a blob
+    white[:, 20:60, 20:60] = 1.0
+    assert art.white_blobs(white, white)["block_fill"] == 0
+    with pytest.raises(ValueError, match="must both be"):
+        art.white_blobs(photo, photo[:, :128])
+
+
 def test_norm_stats_of_makes_the_padded_run_agree_away_from_the_border(photo):
     """The border check compares an output with the output on the reflect-padded photo; without the first
     run's instance-norm statistics the two differ everywhere, with them only near the border."""

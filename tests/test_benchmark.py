@@ -246,7 +246,7 @@ def test_report_lists_the_released_style_models_with_their_bars():
 
     styles = [e for e in zoo.entries() if e.task == "stylize"]
     title, head, rows = released_style_table(zoo.entries())
-    assert [r[0] for r in rows] == [e.name for e in styles] and len(head) == len(rows[0]) == 7
+    assert [r[0] for r in rows] == [e.name for e in styles] and len(head) == len(rows[0]) == 8
     for e, r in zip(styles, rows):
         m = e.info["quality"]["mean"]
         assert r[2].startswith(f"{m['ours']['style_loss'] / m['photo']['style_loss']:.3f}")
@@ -256,5 +256,5 @@ def test_report_lists_the_released_style_models_with_their_bars():
             assert r[5] == f"{frame:.2f} ({'met' if frame <= 4.0 else 'NOT met'})"
             assert ("no border frame" in card) and (("NOT met" in r[5]) == (f"NOT met ({frame:.2f})" in card))
     bare = replace(styles[0], info={k: v for k, v in styles[0].info.items() if k != "artifacts"})
-    assert released_style_table([bare])[2][0][4:] == ["—", "—", "—"]
+    assert released_style_table([bare])[2][0][4:] == ["—", "—", "—", "—"]
     assert released_style_table([e for e in zoo.entries() if e.task == "upscale"]) is None

@@ -16,7 +16,8 @@ from .params import settings
 def artifact_info(model, a: ArtifactSettings) -> dict:
     """Per photo at ``a.size`` px: the stride-locked luma pattern of the output and of the photo (levels),
     the border excess per side against the reflect-padded output under the same instance-norm
-    statistics, and the tiled output against the untiled one; ``worst`` over the photos."""
+    statistics, the tiled output against the untiled one, and the white blobs of the tiled output (what
+    a user gets); ``worst`` over the photos."""
     import torch
 
     from perceptual_core import artifacts as art
@@ -44,14 +45,16 @@ def artifact_info(model, a: ArtifactSettings) -> dict:
         edges = [[v - e for v in core_edges(model, n + 2 * e, b.tile)] for n in (h, w)]
         rows.append({"photo": name, "shape": [h, w], "lattice": _levels(art.lattice_amplitude(y)),
                      "lattice_photo": _levels(art.lattice_amplitude(x[0])),
-                     "border": art.border_excess(y, yp, int(a.band)), "seams": art.seam_difference(yt, y, *edges)})
+                     "border": art.border_excess(y, yp, int(a.band)), "seams": art.seam_difference(yt, y, *edges),
+                     "blobs": art.white_blobs(yt, x[0].clamp(0, 1))})
         get(__name__).info(f"release artifacts: {name} at {h}x{w} px: {json.dumps(rows[-1])}")
     worst = {"lattice_levels": max(max(r["lattice"].values()) for r in rows),
              "lattice_photo_levels": max(max(r["lattice_photo"].values()) for r in rows),
              "frame_levels": max(r["border"][k]["frame"] for r in rows for k in art.SIDES),
              "border_abs_levels": max(r["border"][k]["abs"] for r in rows for k in art.SIDES),
              "seam_psnr_db": min(r["seams"]["psnr_db"] for r in rows),
-             "seam_max_levels": max(r["seams"]["seam_max_levels"] for r in rows)}
+             "seam_max_levels": max(r["seams"]["seam_max_levels"] for r in rows),
+             "blob_fill": max(r["blobs"]["block_fill"] for r in rows)}
     return {"size": int(a.size), "tile": b.tile, "overlap": b.overlap, "border": b.border, "pad": int(a.pad),
             "band": int(a.band),
             "bars": dict(a.bars), "photos": rows, "worst": {k: round(v, 3) for k, v in worst.items()}}

@@ -52,11 +52,13 @@ def card(name: str, e: dict, peers: dict | None = None) -> str:
               f"- data: {', '.join(tr['data'])} (never a benchmark image)",
               f"- iterations: {e['iterations']:,}; training wall time {(tr['wall_seconds'] or 0) / 3600:.2f} h over all "
               f"legs ({e['iterations'] / max(tr['wall_seconds'] or 1, 1):.3f} it/s on "
-              f"{tr.get('device') or '2 CPU cores'}, reports and checkpoints included)",
+              f"{_devices(tr)}, reports and checkpoints included)",
               *_continued_lines(tr),
               f"- settings: `{json.dumps(tr['params'], sort_keys=True)}`",
+              *_tv_size_lines(tr["params"]),
               "- loss (first interval -> last): " + ", ".join(
-                  f"{k[5:]} {tr['loss_start'].get(k, float('nan')):.4g} -> {v:.4g}" for k, v in tr["loss_end"].items()),
+                  f"{k[5:]} {tr['loss_start'].get(k, float('nan')):.4g} -> {v:.4g}"
+                  for k, v in sorted(tr["loss_end"].items(), key=lambda kv: _LOSS_ORDER.get(kv[0], 9))),
               ""]
     if e.get("quality") and e["task"] != "stylize":
         lines += _sr_quality_lines(name, e, peers)
@@ -68,7 +70,7 @@ def card(name: str, e: dict, peers: dict | None = None) -> str:
                   f"objective (content {w['content']:g}, style {w['style']:g}, TV {w['tv']:g}); Gatys = L-BFGS from "
                   f"the photo on the same objective, an iteration being one L-BFGS step.", "",
                   "| method | content loss | style loss | total | style vs photo |", "|---|---|---|---|---|"]
-        for v, r in m.items():
+        for v, r in sorted(m.items(), key=lambda kv: _row_order(kv[0])):  # the manifest may hold them sorted
             label = {"photo": "the photo itself", "ours": "this network"}.get(v, f"Gatys {v[5:]} iterations")
             lines.append(f"| {label} | {r['content_loss']:.4g} | {r['style_loss']:.4g} | {r['total_loss']:.4g} | "
                          f"{r['style_loss'] / m['photo']['style_loss']:.3f} |")
@@ -87,6 +89,31 @@ def card(name: str, e: dict, peers: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+_LOSS_ORDER = {"loss_content": 0, "loss_style": 1, "loss_tv": 2, "loss_pixel": 3, "loss_total": 4}
+
+
+def _devices(tr: dict) -> str:
+    """Where the iterations ran: a CPU run continued from a GPU-trained model ran on both."""
+    here = tr.get("device") or "2 CPU cores"
+    before = (tr.get("continued_from") or {}).get("device")
+    return f"{before}, then {here}" if before and before != here else here
+
+
+def _tv_size_lines(p: dict) -> list[str]:
+    """A model trained with TV weighed as at tv_size px (losses.tv_scale): what its crops trained with."""
+    if not p.get("tv_size") or p.get("tv_weight") is None:
+        return []
+    f = (p["tv_size"] / p["crop"]) ** 2
+    return [f"- TV weight {p['tv_weight']:g} as it weighs at {p['tv_size']} px (release.style.tv_size): TV sums over pixels "
+            f"while the content and style losses are means, so the {p['crop']}² crops trained with "
+            f"{p['tv_weight']:g} x {f:.3g} = {p['tv_weight'] * f:.3g}"]
+
+
+def _row_order(v: str) -> tuple:
+    """the photo, this network, then Gatys by its iterations"""
+    return (0, 0) if v == "photo" else (1, 0) if v == "ours" else (2, int(v[5:]) if v[5:].isdigit() else 0)
+
+
 def _artifact_lines(a: dict) -> list[str]:
     """The artifact checks (perceptual_core/artifacts.py) and their bars, in 8-bit levels."""
     lines = ["## Artifacts (measured)", "",
@@ -97,16 +124,19 @@ def _artifact_lines(a: dict) -> list[str]:
              f"output against the output on the photo reflect-padded by {a['pad']} px (same instance-norm "
              f"statistics), over the {a['band']} px along each edge: the mean signed difference (a frame), "
              f"worst channel and side, and the mean absolute one (any border effect). Seams: the tiled output "
-             f"against the untiled one.", "",
+             f"against the untiled one. White blobs: pixels of the tiled output clipped to white (every channel "
+             f"at least 250) where the photo has no white (under 230), as the largest share of any 16 px square "
+             f"they fill (a solid disc reads near 1, white strokes and specks low), and the squares they fill "
+             f"more than half of.", "",
              "| photo | stride-locked pattern, period 2 / 4 (the photo's) | border frame | border, mean abs | "
-             "tiled vs untiled | max at seams |", "|---|---|---|---|---|---|"]
+             "tiled vs untiled | max at seams | white blobs (squares) |", "|---|---|---|---|---|---|---|"]
     for r in a["photos"]:
         la, lp, b = r["lattice"], r["lattice_photo"], r["border"]
         sides = [v for k, v in b.items() if k != "interior"]
         lines.append(f"| {r['photo']} ({r['shape'][1]}x{r['shape'][0]}) | {la['2']:.2f} / {la['4']:.2f} "
                      f"({lp['2']:.2f} / {lp['4']:.2f}) | {max(v['frame'] for v in sides):.2f} | "
                      f"{max(v['abs'] for v in sides):.2f} | {r['seams']['psnr_db']:.1f} dB | "
-                     f"{r['seams']['seam_max_levels']:.2f} |")
+                     f"{r['seams']['seam_max_levels']:.2f} | {_blobs(r)} |")
     w, bars = a["worst"], a.get("bars") or {}
     lines += ["", "Levels are 8-bit levels. The release bar:"]
     if "lattice_levels" in bars:
@@ -121,7 +151,16 @@ def _artifact_lines(a: dict) -> list[str]:
         lines.append(f"- no tile seams, the tiled output within {bars['seam_min_psnr_db']:g} dB of the untiled one: "
                      f"{'met' if w['seam_psnr_db'] >= bars['seam_min_psnr_db'] else 'NOT met'} "
                      f"({w['seam_psnr_db']:.1f} dB, at most {w['seam_max_levels']:.2f} levels at the seams)")
+    if "blob_fill" in bars and "blob_fill" in w:
+        lines.append(f"- no white blobs, at most {bars['blob_fill']:g} of any 16 px square clipped to white where the "
+                     f"photo is not: {'met' if w['blob_fill'] <= bars['blob_fill'] else 'NOT met'} "
+                     f"({w['blob_fill']:.2f})")
     return lines + [""]
+
+
+def _blobs(r: dict) -> str:
+    b = r.get("blobs")  # a model measured before the blob check has none
+    return f"{b['block_fill']:.2f} ({b['blocks']})" if b else "—"
 
 
 def _continued_lines(tr: dict) -> list[str]:

@@ -151,13 +151,14 @@ def released_style_table(entries) -> tuple[str, list[str], list[list[str]]] | No
                      if ours and g100 else "—",
                      judged(w.get("lattice_levels"), bars.get("lattice_levels"), "{:.2f}"),
                      judged(w.get("frame_levels"), bars.get("frame_levels"), "{:.2f}"),
-                     judged(w.get("seam_psnr_db"), bars.get("seam_min_psnr_db"), "{:.1f} dB", lower=False)])
+                     judged(w.get("seam_psnr_db"), bars.get("seam_min_psnr_db"), "{:.1f} dB", lower=False),
+                     judged(w.get("blob_fill"), bars.get("blob_fill"), "{:.2f}")])
     if not rows:
         return None
     return ("Released style models (models/, measured at export: losses at 512 px on held-out photos, artifacts at "
             "2048 px in 8-bit levels; the release bar in brackets)",
             ["model", "iterations", "style vs photo (≤ 1/3)", "total vs Gatys 100 (≤)", "stride-locked pattern",
-             "border frame", "tiled vs untiled"], rows)
+             "border frame", "tiled vs untiled", "white blobs"], rows)
 
 
 def promotion_table(promo) -> tuple[str, list[str], list[list[str]]] | None:

@@ -25,7 +25,8 @@ class QualitySettings:
 class ArtifactSettings:
     """The style release's artifact checks (perceptual_core/artifacts.py) on photos never trained on, at
     ``size`` px, tiled as `perceptual stylize` and `batch` tile (batch.tile, batch.overlap); ``bars``:
-    lattice_levels (stride-locked pattern), frame_levels (border band), seam_min_psnr_db (tiled)."""
+    lattice_levels (stride-locked pattern), frame_levels (border band), seam_min_psnr_db (tiled),
+    blob_fill (white blobs: the largest share of a 16 px square)."""
     photos: tuple[str, ...]
     size: int = 2048
     pad: int = 64
