@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from perceptual_core.io import load_image
-from perceptual_core.losses import PerceptualLoss, feature_loss, gram_matrix, pixel_loss, style_loss, tv_loss
+from perceptual_core.losses import PerceptualLoss, feature_loss, gram_matrix, pixel_loss, style_loss, tv_loss, tv_scale
 
 
 def test_gram_normalised_by_chw():
@@ -36,6 +36,20 @@ def test_tv_loss_value():
     x[0, 0, 1, 1] = 1.0  # a single bright pixel: 4 neighbour differences of 1
     assert tv_loss(x).item() == pytest.approx(4.0)
     assert tv_loss(torch.ones(2, 3, 8, 8)).item() == 0
+
+
+def test_tv_scale_weighs_tv_on_a_crop_as_on_the_whole_image(data_dir):
+    """TV sums over pixels, the other losses are means: a 512 px photo's TV is about 4 times its 256 px
+    quadrants' (their mean), its pixel loss the same as theirs; tv_scale(256, 512) is that factor."""
+    img = load_image(data_dir / "styles/content_images/chicago.jpg").to_tensor()
+    x = torch.nn.functional.interpolate(img[None], size=(512, 512), mode="bilinear", antialias=True)
+    y = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    quads = [(slice(None), slice(None), slice(i, i + 256), slice(j, j + 256)) for i in (0, 256) for j in (0, 256)]
+    tv_crop = torch.stack([tv_loss(y[q]) for q in quads]).mean()
+    pix_crop = torch.stack([pixel_loss(y[q], x[q]) for q in quads]).mean()
+    assert tv_scale(256, 512) == 4.0 and tv_scale(128, 512) == 16.0 and tv_scale(256, None) == 1.0
+    assert float(tv_loss(y) / tv_crop) == pytest.approx(tv_scale(256, 512), rel=0.01)
+    assert float(pixel_loss(y, x) / pix_crop) == pytest.approx(1.0, rel=1e-4)
 
 
 def test_perceptual_loss_on_real_images(vgg, data_dir):

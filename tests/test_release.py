@@ -231,6 +231,8 @@ def test_export_from_a_gpu_run_replaces_the_model_and_says_so(store, tmp_path, w
     assert entry["training"]["params"]["crop"] == 256 and entry["training"]["params"]["precision"] == "bf16"
     assert "init" not in entry["training"]["params"]  # from scratch: no CPU model's continuation on the card
     assert entry["objective_weights"] == {"content": 1.0, "style": 2e-5, "tv": 7.0}  # scored on what it trained on
+    # a run that recorded no tv_size weighed TV as on its crops, whatever the release params say now
+    assert entry["training"]["params"]["tv_size"] is None and "as it weighs at" not in card
     assert "`scripts/gpu_train.sh pack tiny,other; scripts/gpu_train.sh run tiny,other 330`" in card
     assert zoo.get("style-tiny", tmp_path / "shipped").sha256 == entry["sha256"]
     rec["job"] = "style-other"
@@ -260,6 +262,8 @@ def test_export_writes_file_card_and_manifest_from_a_training_run(store, tmp_pat
     assert e.sha256 in card and "the photo itself" in card and "Gatys 2 iterations" in card and "0.02 h" in card
     # scored on the objective it trained on: the release's TV weight for the style, not `dvc repro`'s
     assert entry["objective_weights"]["tv"] == 0.5 and "TV 0.5)" in card
+    # and trained with it as it weighs at the scoring size: 16x on the release's 128² crops (losses.tv_scale)
+    assert "- TV weight 0.5 as it weighs at 362 px" in card and "128² crops trained with 0.5 x 8 = 4" in card
     q = entry["quality"]["mean"]
     assert set(q) == {"photo", "ours", "gatys2"} and q["gatys2"]["total_loss"] <= q["photo"]["total_loss"]
     assert (shipped / entry["sample"]).is_file() and len(entry["reference"]["mean"]) == 3
@@ -268,6 +272,7 @@ def test_export_writes_file_card_and_manifest_from_a_training_run(store, tmp_pat
     assert a["size"] == 160 and a["tile"] == 64 and len(a["photos"]) == 1 and a["photos"][0]["shape"][1] == 160
     assert a["worst"]["seam_psnr_db"] > 40 and a["photos"][0]["border"]["interior"] < 1.0  # levels
     assert a["worst"]["lattice_photo_levels"] < 0.5 and "## Artifacts (measured)" in card and "no tile seams" in card
+    assert a["worst"]["blob_fill"] == a["photos"][0]["blobs"]["block_fill"] and "no white blobs" in card
     # `release artifacts [JOB]`: the shipped file measured again onto its manifest entry and card; a name
     # that is not a shipped style model is a one-line error naming the manifest, exit 2
     from pipelines.release import main

@@ -72,28 +72,42 @@ def test_a_style_job_continues_from_its_init_weights_and_the_others_start_fresh(
 
     t = settings.build(TrainSettings, release_params()["train"], "release params: train")
     assert t.style.init == {"wave": "style-wave", "starry_night_fast": "style-starry_night_fast",
-                            "starry_night": "style-starry_night"}
-    assert job_spec("style-wave", t)["init"] == "style-wave" and job_spec("style-la_muse", t)["init"] is None
+                            "starry_night": "style-starry_night", "la_muse": "style-la_muse"}
+    assert job_spec("style-wave", t)["init"] == "style-wave" and job_spec("style-composition_vii", t)["init"] is None
     assert job_spec("style-wave")["init"] is None  # `dvc repro`'s quick runs train from scratch
 
 
 def test_the_release_fine_tunes_starry_night_at_its_own_tv_weight_and_rate():
-    """release.style: the starry_night models continue at TV 100 and lr 1e-4; la_muse trains at TV 100 and
-    Adam 1e-3; the others keep the common TV weight and Adam 1e-3, and `dvc repro`'s quick starry_night and
+    """release.style: the starry_night models and la_muse continue at TV 100 and lr 1e-4; the others keep the common TV weight and Adam 1e-3, and `dvc repro`'s quick starry_night and
     la_muse keep their objectives (the shipped Gatys snapshots)."""
     from pipelines.release import release_params
     from pipelines.train import job_spec
 
     t = settings.build(TrainSettings, release_params()["train"], "release params: train")
-    for job in ("style-starry_night", "style-starry_night_fast"):
+    for job in ("style-starry_night", "style-starry_night_fast", "style-la_muse"):
         spec = job_spec(job, t)
         assert (spec["weights"]["tv"], spec["lr"]) == (100.0, 1.0e-4), job
-    spec = job_spec("style-la_muse", t)
-    assert (spec["weights"]["tv"], spec["lr"]) == (100.0, t.lr) == (100.0, 1.0e-3)
     spec = job_spec("style-composition_vii", t)
     assert (spec["weights"]["tv"], spec["lr"]) == (t.style.tv_weight, t.lr) == (1.0e-5, 1.0e-3)
     for job in ("style-starry_night", "style-la_muse"):
         assert job_spec(job)["weights"]["tv"] == 1.0e-5, job
+        assert job_spec(job)["tv_size"] is None and job_spec(job, t)["tv_size"] == 362, job
+
+
+def test_a_style_job_weighs_tv_as_at_the_release_size_on_its_crops(vgg):
+    """release.style.tv_size 362: the release's 128² crops train with 8 times the TV weight the card scores
+    (losses.tv_scale), a GPU bundle's 256² ones with 2 times; `dvc repro` with the weight itself."""
+    from pipelines.release import release_params
+    from pipelines.train import job_spec
+    from pipelines.train.step import style_criterion
+
+    t = settings.build(TrainSettings, release_params()["train"], "release params: train")
+    spec = job_spec("style-la_muse", t)
+    assert (spec["crop"], spec["weights"]["tv"]) == (128, 100.0)
+    assert style_criterion(spec, vgg).weights["tv"] == pytest.approx(800.0, rel=1e-3)
+    assert style_criterion({**spec, "crop": 256}, vgg).weights["tv"] == pytest.approx(200.0, rel=1e-3)
+    quick = job_spec("style-la_muse")
+    assert style_criterion(quick, vgg).weights["tv"] == quick["weights"]["tv"]
 
 
 @pytest.mark.parametrize("section,change,message", [

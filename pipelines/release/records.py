@@ -66,6 +66,7 @@ def _gpu_trained(job: str, folder: Path) -> tuple:
     params.update({k: g["spec"][k] for k in ("crop", "batch_size", "precision", "channels_last", "lr")}, workers=1)
     w = g["spec"].get("weights") or {}  # the loss weights it trained with, as the run recorded them
     params.update({f"{k}_weight": w[k] for k in ("content", "style", "tv") if k in w})
+    params["tv_size"] = g["spec"].get("tv_size")  # a run before tv_size weighed TV as on its crops
     if g["spec"].get("init"):
         params["init"] = g["spec"]["init"]
     else:  # trained from scratch (the bundle drops release.style.init, a CPU model's continuation)

@@ -66,6 +66,10 @@ class StyleTrainSettings:
     tv_weight: float = 1.0e-5
     style_weights: Mapping[str, float] = field(default_factory=dict)  # per style
     tv_weights: Mapping[str, float] = field(default_factory=dict)
+    # the image side the TV weight is meant at (null: the crop's): tv_loss sums over pixels while the content
+    # and style losses are means, so at S px TV weighs (S/crop)^2 times what it does on a crop; training on
+    # crops with tv * (tv_size/crop)^2 learns the balance the objective has at tv_size px (losses.tv_scale)
+    tv_size: int | None = None
     networks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per style network changes
     init: Mapping[str, str] = field(default_factory=dict)  # per style: continue from these weights (e.g. a shipped model)
     lr: PerJobFloat | None = None  # null: train.lr

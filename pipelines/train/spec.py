@@ -54,7 +54,7 @@ def _style_spec(job: str, name: str, s, losses: LossesSettings) -> dict:
                 data=str(config.resolve(s.data)), columns=["image"], style_image=str(style_path), crop=s.crop,
                 weights=s.weights(name), data_stage="prepare_style", registered=job,
                 content_layers=list(losses.content_layers), style_layers=list(losses.style_layers),
-                style_size=losses.style_size,
+                style_size=losses.style_size, tv_size=s.tv_size,
                 init=s.init.get(name))  # continue from these weights (file, shipped name, models:/)
 
 

@@ -16,18 +16,28 @@ def _random_crop(tensors: list[torch.Tensor], crop: int, scales: list[int], gen:
     return [t[..., y // s:(y + crop) // s, x // s:(x + crop) // s] for t, s in zip(tensors, scales)]
 
 
+def style_criterion(spec: dict, loss_net):
+    """A style job's loss: the `losses` params, as benchmark scores them, with TV as it weighs at
+    ``tv_size`` px on the job's crops (losses.tv_scale; None: as it weighs on the crop)."""
+    from perceptual_core.io import load_image
+    from perceptual_core.losses import PerceptualLoss, tv_scale
+
+    wts = spec["weights"]
+    crit = PerceptualLoss(loss_net, spec["content_layers"], spec["style_layers"], content_weight=wts["content"],
+                          style_weight=wts["style"], tv_weight=wts["tv"] * tv_scale(spec["crop"], spec.get("tv_size")))
+    crit.set_style(load_image(spec["style_image"]).to_tensor(), spec["style_size"])
+    return crit
+
+
 def make_step(spec: dict, loss_net):
     """-> fn(model, batch) returning (output, losses dict) for the job's kind."""
-    from perceptual_core.io import load_image
     from perceptual_core.losses import PerceptualLoss
     from perceptual_core.metrics import y_bt601
     from perceptual_core.resize import imresize
 
     wts = spec["weights"]
     if spec["kind"] == "style":
-        crit = PerceptualLoss(loss_net, spec["content_layers"], spec["style_layers"], content_weight=wts["content"],
-                              style_weight=wts["style"], tv_weight=wts["tv"])  # the `losses` params, as benchmark
-        crit.set_style(load_image(spec["style_image"]).to_tensor(), spec["style_size"])
+        crit = style_criterion(spec, loss_net)
     elif spec["loss"] == "feat":
         crit = PerceptualLoss(loss_net, content_layers=spec["feat_layers"], content_weight=1.0, tv_weight=wts["tv"])
     else:
