@@ -154,7 +154,7 @@ def _train_one(job: str, doc: dict, out: Path, seconds: float | None, iterations
         "last": {k: v for k, v in (reports[-1] if reports else {}).items() if k.startswith("loss_")},
         "spec": {**{k: spec[k] for k in ("crop", "batch_size", "iterations", "precision", "channels_last", "compile",
                                          "weights", "lr", "max_seconds") + extra},
-                 **({"init": init["ref"], "init_sha256": init["sha256"]} if init else {}),},
+                 **({"init": init["ref"], "init_sha256": init["sha256"]} if init else {})},
         "model": {"file": f"{name}.safetensors", "sha256": sha, "config": dict(spec["model"])},
         "command": os.environ.get("GPU_TRAIN_COMMAND") or " ".join(["python -m pipelines.gpu_bundle", *sys.argv[1:]]),
         "bundle_created": doc["created"],

@@ -104,9 +104,9 @@ def _tv_size_lines(p: dict) -> list[str]:
     if not p.get("tv_size") or p.get("tv_weight") is None:
         return []
     f = (p["tv_size"] / p["crop"]) ** 2
-    return [f"- TV weight {p['tv_weight']:g} as it weighs at {p['tv_size']} px (release.style.tv_size): TV sums over pixels "
-            f"while the content and style losses are means, so the {p['crop']}² crops trained with "
-            f"{p['tv_weight']:g} x {f:.3g} = {p['tv_weight'] * f:.3g}"]
+    return [f"- TV weight {p['tv_weight']:g} as it weighs at {p['tv_size']} px (release.style.tv_size): TV sums over "
+            f"pixels while the content and style losses are means, so the {p['crop']}² crops trained with "
+            f"{p['tv_weight']:g} x {f:.3g} = {p['tv_weight'] * f:.3g} (the training losses below include it)"]
 
 
 def _row_order(v: str) -> tuple:
