@@ -28,9 +28,10 @@ and PyYAML but no Ray, MLflow or DVC, no network and no data folder; what it get
   (`perceptual_core.vgg.save_loss_weights`; checked against its pinned hash on load);
 - ``BUNDLE.json``: the SHA-256 of every file, checked before the run.
 
-`run` (`pipelines/gpu_run.py`) resolves the params against the bundle's own folder, runs `prepare style|sr --no-ray` (the
-same bytes as the Ray stage) and the same `train_loop` as Ray Train (``use_ray=False``: plain
-PyTorch on one CUDA device; an SR job starts from the weights in ``init/``), then writes to ``--out``:
+`run` (`pipelines/gpu_run.py`) resolves the params against the bundle's own folder, runs
+`prepare style|sr --no-ray` (the same bytes as the Ray stage) and the same `train_loop` as Ray Train
+(``use_ray=False``: plain PyTorch on one CUDA device; an SR job starts from the weights in ``init/``),
+then writes to ``--out``:
 ``JOB.safetensors`` (fp32, the zoo's format: `perceptual stylize|upscale --model FILE` reads it),
 ``gpu_train.json`` (device, torch version, iterations, wall time, iterations/s, last losses, the
 spec) and the run's ``events.jsonl``. Nothing in it imports ray, mlflow or dvc.

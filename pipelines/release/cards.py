@@ -103,7 +103,9 @@ def _tv_size_lines(p: dict) -> list[str]:
     """A model trained with TV weighed as at tv_size px (losses.tv_scale): what its crops trained with."""
     if not p.get("tv_size") or p.get("tv_weight") is None:
         return []
-    f = (p["tv_size"] / p["crop"]) ** 2
+    from perceptual_core.losses import tv_scale  # the factor training used (train.step.style_criterion)
+
+    f = tv_scale(p["crop"], p["tv_size"])
     return [f"- TV weight {p['tv_weight']:g} as it weighs at {p['tv_size']} px (release.style.tv_size): TV sums over "
             f"pixels while the content and style losses are means, so the {p['crop']}² crops trained with "
             f"{p['tv_weight']:g} x {f:.3g} = {p['tv_weight'] * f:.3g} (the training losses below include it)"]
