@@ -295,3 +295,25 @@ def test_sr_skip_survives_the_checkpoint(tmp_path):
     x = torch.rand(1, 3, 9, 7)
     with torch.inference_mode():
         assert torch.equal(back(x), model(x)) and back.skip == "bicubic"
+
+
+def test_fp32_checks_on_cuda_run_without_tf32_and_put_the_setting_back():
+    """exact_fp32: TF32 off for an fp32 engine's check on CUDA (two TF32 paths drift past the fp32 bound
+    without either being wrong), the device's setting back afterwards, even on an error; nothing on CPU."""
+    from perceptual_core.engines.verify import exact_fp32
+
+    flags = lambda: (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)  # noqa: E731
+    before = flags()
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with exact_fp32(torch.device("cuda", 0)):
+            assert flags() == (False, False)
+        assert flags() == (True, True)
+        with pytest.raises(RuntimeError, match="boom"), exact_fp32("cuda"):
+            raise RuntimeError("boom")
+        assert flags() == (True, True)
+        for dev in (torch.device("cpu"), None):
+            with exact_fp32(dev):
+                assert flags() == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
