@@ -20,6 +20,8 @@ and PyYAML but no Ray, MLflow or DVC, no network and no data folder; what it get
   paper's), batch 4, the paper's 200,000 iterations. Every path (`path_keys`) is relative to the bundle;
 - ``data/acquired/images``: the release's training photos (builtin + COCO 128, never a benchmark
   image), exactly what `acquire` gave the CPU run; style jobs also ``data/<style image path>``;
+- style jobs go on from their shipped models (``release.gpu.style_init: shipped``): those travel with the
+  code (``models/``); BUNDLE.json's ``inits`` holds each one's SHA-256 and training so far;
 - SR jobs that start from another model (``train.sr.init``, e.g. ``x4-feat: sr-x4-pixel``):
   ``init/<model>.safetensors``, the shipped file itself (the manifest's SHA-256; a checkpoint file or
   a ``models:/`` URI travels as ``init/JOB-init.pt``), checked here to hold the job's network;
@@ -101,7 +103,7 @@ def path_keys(p: dict, kind: str) -> list[tuple]:
     keys = list(PATH_KEYS[kind])
     if (p.get("loss_network") or {}).get("weights"):
         keys.append(("loss_network", "weights"))
-    if kind == "sr":
+    if kind == "sr":  # a style job's init is a shipped model's name (its file travels in the code's models/)
         keys += [("train", "sr", "init", k) for k in (p["train"]["sr"].get("init") or {})]
     return keys
 
@@ -140,6 +142,28 @@ def _carry_init(ref: str, j: jobname.Job, model_cfg: dict, tmp: Path) -> dict:
         rel = f"{INIT_DIR}/{j.job}-init.pt"
         (tmp / rel).write_bytes(data)
     return {"ref": ref, "file": rel, "sha256": sha256_file(tmp / rel)}
+
+
+def _carry_shipped(js: list[jobname.Job], p: dict) -> dict:
+    """``release.gpu.style_init: shipped``: each style job goes on from its shipped model (models/style-NAME,
+    which travels with the code; its SHA-256 is checked there before the run) -> {job: init record}, after the
+    check `train` makes (it holds the job's network). A style with no shipped model is named (one line)."""
+    from perceptual_core import zoo
+
+    from .settings import TrainSettings, build, plain
+    from .train import _init_bytes, init_record
+
+    shipped = {e.name: e for e in zoo.entries()}
+    missing = [x.job for x in js if x.job not in shipped]
+    if missing:
+        raise ValueError(f"gpu bundle: release.gpu.style_init is 'shipped' but {', '.join(missing)} is not shipped "
+                         f"(models/); set it to null to train from scratch")
+    s, out = build(TrainSettings, p["train"], "release params: train").style, {}
+    for x in js:
+        model = dict(arch="transform", **plain(s.network_of(x.style)))
+        data = _init_bytes({"init": x.job, "model": model, "kind": "style", "job": x.job})
+        out[x.job] = {"ref": x.job, "sha256": shipped[x.job].sha256, "record": init_record(x.job, data)}
+    return out
 
 
 # ------------------------------------------------------------------------------------------ pack
@@ -213,6 +237,8 @@ def pack(job: str | list[str], out: Path, photos: Path | None = None) -> dict:
             doc["job"] = j.job
         if kind == "sr":
             doc.update(patch=int(p["prepare_sr"]["size"]), init=init)
+        elif init:
+            doc["inits"] = init  # {job: record}: each style job's starting model
         (tmp / BUNDLE).write_text(json.dumps(doc, indent=1) + "\n")
         owned.remove(out, "gpu_bundle pack", "--out", signature=BUNDLE)
         os.replace(tmp, out)
@@ -220,17 +246,22 @@ def pack(job: str | list[str], out: Path, photos: Path | None = None) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info(f"gpu bundle: {out} ({size / MiB:.1f} MiB, {doc['photos']} photos, {' '.join(doc['jobs'])}"
-             f"{', from ' + init['ref'] if init else ''}); with the code "
+             f"{', from ' + ', '.join(r['ref'] for r in (init.values() if kind == 'style' else [init])) if init else ''}"
+             f"); with the code "
              f"{(size + code) / MiB:.1f} of {g['carry_limit_mib']} MiB")
     return doc
 
 
 def _carry_job(p: dict, js: list[jobname.Job], tmp: Path) -> dict | None:
     """Copy what the jobs alone need into ``tmp`` (their style images, or an SR job's init model) and make
-    ``p`` train only them; -> the init model's record, or None."""
+    ``p`` train only them; -> the init model's record (style: {job: record} of the shipped models they go on
+    from, `_carry_shipped`), or None."""
     t, init = p["train"], None
     j = js[0]
     if j.kind == "style":
+        # the paper's schedule, from scratch or (release.gpu.style_init: shipped) on from each shipped model; never
+        # release.style.init/lr, a CPU continuation's (its fine-tuning rate), but the paper's Adam 1e-3 (train.lr)
+        init = _carry_shipped(js, p) if gpu_settings("style").get("style_init") == "shipped" else {}
         carried = {}
         for x in js:
             style_rel = Path(t["style"]["styles"][x.style])
@@ -243,8 +274,8 @@ def _carry_job(p: dict, js: list[jobname.Job], tmp: Path) -> dict | None:
             carried[x.style] = str(style_dst.relative_to("data"))
         t["style"]["styles"] = carried
         t["style"]["jobs"] = [x.style for x in js]
-        t["style"]["init"] = {}  # the paper's schedule from scratch (release.style.init continues a CPU model)
-        t["style"]["lr"] = None  # so the paper's Adam 1e-3 (train.lr), not a continuation's fine-tuning rate
+        t["style"]["init"] = {jobname.parse(job).style: job for job in init}
+        t["style"]["lr"] = None
     else:
         s = t["sr"]
         ref = (s.get("init") or {}).get(j.key)

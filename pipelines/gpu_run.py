@@ -35,6 +35,14 @@ def verify(bundle: Path) -> dict:
             raise FileNotFoundError(f"{f}: missing from the bundle")
         if sha256_file(f) != sha:
             raise ValueError(f"{f}: SHA-256 differs from {mf}'s record (damaged in transit?)")
+    for job, init in (doc.get("inits") or {}).items():  # shipped style models to go on from: the code's models/
+        from perceptual_core import zoo
+
+        e = {x.name: x for x in zoo.entries()}.get(job)
+        if e is None or e.sha256 != init["sha256"]:
+            raise ValueError(f"{zoo.models_dir()}: {job} is {'missing' if e is None else e.sha256[:12] + '...'}, "
+                             f"not the {init['sha256'][:12]}... packed in {mf} (carry the same commit)")
+        zoo.verify(e)
     return doc
 
 
@@ -128,7 +136,7 @@ def _train_one(job: str, doc: dict, out: Path, seconds: float | None, iterations
     if iterations is not None:
         spec["iterations"] = iterations
     shutil.rmtree(spec["out_dir"], ignore_errors=True)
-    # an SR job's starting weights (the bundle's init/ file), checked to hold its network as `train` does
+    # the job's starting weights (the bundle's init/ file), checked to hold its network as `train` does
     init_bytes = train._init_bytes(spec) if spec.get("init") else None
     t1 = time.perf_counter()
     train.train_loop({"spec": spec, "use_ray": False, "vgg_weights": config.vgg_weights_arg(),
@@ -141,7 +149,7 @@ def _train_one(job: str, doc: dict, out: Path, seconds: float | None, iterations
     reports = [e for e in train.read_events(Path(spec["out_dir"])) if e.get("event") == "report"]
     steady = reports[1:] or reports  # the first interval holds cuDNN autotuning and warm-up
     name = job
-    init = doc.get("init")  # SR: the model it started from, as packed
+    init = doc.get("init") or (doc.get("inits") or {}).get(job)  # the model it started from, as packed
     sha = save_release(out / f"{name}.safetensors", model, half=False,
                        meta={"iterations": state["iteration"], "trained_on": _device_name(),
                              **({"init": init["ref"]} if init else {})})
@@ -154,7 +162,8 @@ def _train_one(job: str, doc: dict, out: Path, seconds: float | None, iterations
         "last": {k: v for k, v in (reports[-1] if reports else {}).items() if k.startswith("loss_")},
         "spec": {**{k: spec[k] for k in ("crop", "batch_size", "iterations", "precision", "channels_last", "compile",
                                          "weights", "lr", "max_seconds") + extra},
-                 **({"init": init["ref"], "init_sha256": init["sha256"]} if init else {})},
+                 **({"init": init["ref"], "init_sha256": init["sha256"], "init_record": init.get("record")}
+                    if init else {})},
         "model": {"file": f"{name}.safetensors", "sha256": sha, "config": dict(spec["model"])},
         "command": os.environ.get("GPU_TRAIN_COMMAND") or " ".join(["python -m pipelines.gpu_bundle", *sys.argv[1:]]),
         "bundle_created": doc["created"],

@@ -15,8 +15,9 @@ import torch
 import yaml
 
 from perceptual_core import vgg as vggmod
+from perceptual_core import zoo
 from perceptual_core.io import load_image
-from pipelines import gpu_bundle, gpu_run, modelref
+from pipelines import gpu_bundle, gpu_run, modelref, release
 
 pytestmark = pytest.mark.slow  # `make test-fast` leaves this module out (its `smoke` tests excepted)
 
@@ -74,8 +75,14 @@ def test_pack_carries_params_photos_style_image_and_the_loss_network(bundle):
     assert doc["bytes"] < 64 * gpu_bundle.MiB
     p = yaml.safe_load((b / "params.yaml").read_text())
     assert p["train"]["style"]["crop"] == 256 and p["train"]["style"]["batch_size"] == 4
-    assert p["train"]["style"]["init"] == {}  # the paper's schedule from scratch, whatever release.style.init says
-    assert p["train"]["style"]["lr"] is None and p["train"]["lr"] == 1.0e-3  # the paper's rate, not the fine-tune's
+    # release.gpu.style_init: shipped -> on from the shipped model (its file travels in the code's models/),
+    # whatever release.style.init says, at the paper's rate (not release.style.lr, a CPU fine-tuning rate)
+    shipped = {e.name: e for e in zoo.entries()}["style-starry_night"]
+    assert p["train"]["style"]["init"] == {"starry_night": "style-starry_night"}
+    init = doc["inits"]["style-starry_night"]
+    assert init["sha256"] == shipped.sha256 and not any(f.startswith("init/") for f in doc["files"])
+    assert init["record"]["iterations"] == shipped.info["iterations"] > 0  # its card counts the shipped run too
+    assert p["train"]["style"]["lr"] is None and p["train"]["lr"] == 1.0e-3
     assert p["train"]["style"]["tv_weights"]["starry_night"] == 100.0  # the style's chosen objective travels
     assert p["train"]["precision"] == "bf16" and p["train"]["max_seconds"] == 480
     assert "mlflow" not in p and "acquire" not in p  # nothing of this machine's services travels
@@ -105,6 +112,12 @@ def test_damaged_bundle_names_the_file(bundle, tmp_path):
         gpu_run.verify(bad)
     with pytest.raises(FileNotFoundError, match="no bundle here"):
         gpu_run.verify(tmp_path)
+    (bad / gpu_bundle.VGG_FILE).write_bytes((b / gpu_bundle.VGG_FILE).read_bytes())
+    doc = json.loads((bad / gpu_bundle.BUNDLE).read_text())
+    doc["inits"]["style-starry_night"]["sha256"] = "0" * 64  # packed from another commit's shipped model
+    (bad / gpu_bundle.BUNDLE).write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"style-starry_night is [0-9a-f]{12}\.\.\., not the 000000000000\.\.\. packed"):
+        gpu_run.verify(bad)
     with pytest.raises(ValueError, match="unknown style 'nope'"):
         gpu_bundle.pack("style-nope", tmp_path / "x", photos=b / "data" / "acquired" / "images")
 
@@ -122,6 +135,15 @@ def test_gpu_train_script_runs_with_only_torch(bundle, tmp_path):
     with torch.inference_mode():
         y = model(torch.rand(1, 3, 40, 48))
     assert y.shape == (1, 3, 40, 48) and torch.isfinite(y).all()
+    # one Adam step (lr 1e-3) on from the shipped model, not from a random network; the record counts both runs
+    shipped = zoo.load("style-starry_night")
+    moved = max(float((a.float() - c.float()).abs().max()) for a, c in
+                zip(model.state_dict().values(), shipped.state_dict().values()))
+    assert moved < 3e-3
+    _, rec = release._gpu_trained("style-starry_night", out)  # what `release export --from-gpu` records
+    before = {e.name: e for e in zoo.entries()}["style-starry_night"].info
+    assert rec["iterations"] == 1 + before["iterations"] and rec["continued_from"]["run_iterations"] == 1
+    assert rec["continued_from"]["ref"] == "style-starry_night" and rec["params"]["init"] == "style-starry_night"
 
 
 def test_several_styles_share_one_bundle_and_train_at_once(photos, weights_cache, tmp_path):
@@ -153,12 +175,11 @@ def test_several_styles_share_one_bundle_and_train_at_once(photos, weights_cache
 def test_pack_sr_x4_feat_at_paper_settings_with_its_init_model(sr_bundle, tmp_path):
     """288² patches used whole, batch 4, bf16, 200,000 iterations or 480 s; the photos, the VGG-16 loss
     part (l_feat: relu2_2) and the shipped sr-x4-pixel it starts from (release.sr.init); no style image."""
-    from perceptual_core import zoo
-
     b, doc = sr_bundle
     assert doc["job"] == "sr-x4-feat" and doc["photos"] == 6 and doc["patch"] == 288
     shipped = zoo.get("sr-x4-pixel")
-    assert doc["init"] == {"ref": "sr-x4-pixel", "file": "init/sr-x4-pixel.safetensors", "sha256": shipped.sha256}
+    assert {k: doc["init"][k] for k in ("ref", "file", "sha256")} == \
+        {"ref": "sr-x4-pixel", "file": "init/sr-x4-pixel.safetensors", "sha256": shipped.sha256}
     assert {"params.yaml", gpu_bundle.VGG_FILE, "init/sr-x4-pixel.safetensors"} <= set(doc["files"])
     assert not [f for f in doc["files"] if f.startswith("data/") and not f.startswith("data/acquired/images/")]
     assert doc["bytes"] < 64 * gpu_bundle.MiB
@@ -184,9 +205,6 @@ def test_pack_sr_x4_feat_at_paper_settings_with_its_init_model(sr_bundle, tmp_pa
 def test_sr_gpu_train_script_runs_with_only_torch_from_the_init_model(sr_bundle, tmp_path):
     """`scripts/gpu_train.sh run sr-x4-feat`: prepare sr --no-ray, 1 iteration from sr-x4-pixel's weights,
     an x4 model `upscale --model FILE` takes, and the record `release export --from-gpu` reads."""
-    from perceptual_core import zoo
-    from pipelines import release
-
     b, doc = sr_bundle
     out = _run_script("sr-x4-feat", b, tmp_path)
     g = json.loads((out / "gpu_train.json").read_text())

@@ -241,6 +241,20 @@ def test_export_from_a_gpu_run_replaces_the_model_and_says_so(store, tmp_path, w
         release.export("style-tiny", from_gpu=gdir)
     with pytest.raises(FileNotFoundError, match="output folder of scripts/gpu_train.sh run"):
         release.export("style-tiny", from_gpu=tmp_path)
+    # a later lease goes on from the shipped model (release.gpu.style_init: shipped; the bundle records it): the
+    # card counts both runs and says where each ran
+    shipped = zoo.get("style-tiny", tmp_path / "shipped")
+    sha = zoo.save_release(gdir / "style-tiny.safetensors", _tiny_style_net(), half=False)
+    rec.update(job="style-tiny", iterations=500, train_seconds=30.0, model={"file": "style-tiny.safetensors", "sha256": sha})
+    rec["spec"].update(init="style-tiny", init_sha256=shipped.sha256, init_record={
+        "ref": "style-tiny", "sha256": shipped.sha256, "iterations": 9000, "wall_seconds": 470.0,
+        "device": "NVIDIA H200, then 2 CPU cores", "loss_start": {"loss_total": 3.0}, "mlflow_run_id": None})
+    (gdir / "gpu_train.json").write_text(json.dumps(rec))
+    entry = release.export("style-tiny", from_gpu=gdir)
+    card = (tmp_path / "shipped" / "style-tiny.md").read_text()
+    assert entry["iterations"] == 9500 and entry["training"]["continued_from"]["run_iterations"] == 500
+    assert entry["training"]["params"]["init"] == "style-tiny" and "it continues the shipped model" in card
+    assert "on NVIDIA H200, then 2 CPU cores, then NVIDIA H200," in card and "for 500 more" in card
     config._load.cache_clear()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from .. import jobname
+from ..train.spec import trained_on
 from .params import settings
 
 
@@ -46,13 +47,14 @@ def card(name: str, e: dict, peers: dict | None = None) -> str:
               f"(bound 40 dB)", "",
               "## Training (measured)", "",
               (f"- command: `{tr['command']}` (plain PyTorch on one {tr['device']}, torch {tr['torch']}, no Ray; "
-               f"this GPU-trained model replaces the CPU-trained one)" if tr.get("device") else
+               + ("it continues the shipped model, below)" if tr.get("continued_from") else
+                  "this GPU-trained model replaces the CPU-trained one)") if tr.get("device") else
                f"- command: `{tr['command']}` (Ray Train, {tr['params'].get('workers')} CPU workers, tracked in "
                f"MLflow run `{tr['mlflow_run_id']}`)"),
               f"- data: {', '.join(tr['data'])} (never a benchmark image)",
               f"- iterations: {e['iterations']:,}; training wall time {(tr['wall_seconds'] or 0) / 3600:.2f} h over all "
-              f"legs ({e['iterations'] / max(tr['wall_seconds'] or 1, 1):.3f} it/s on "
-              f"{_devices(tr)}, reports and checkpoints included)",
+              f"legs ({e['iterations'] / max(tr['wall_seconds'] or 1, 1):.3f} it/s over them, on "
+              f"{trained_on(tr)}, reports and checkpoints included)",
               *_continued_lines(tr),
               f"- settings: `{json.dumps(tr['params'], sort_keys=True)}`",
               *_tv_size_lines(tr["params"]),
@@ -92,11 +94,6 @@ def card(name: str, e: dict, peers: dict | None = None) -> str:
 _LOSS_ORDER = {"loss_content": 0, "loss_style": 1, "loss_tv": 2, "loss_pixel": 3, "loss_total": 4}
 
 
-def _devices(tr: dict) -> str:
-    """Where the iterations ran: a CPU run continued from a GPU-trained model ran on both."""
-    here = tr.get("device") or "2 CPU cores"
-    before = (tr.get("continued_from") or {}).get("device")
-    return f"{before}, then {here}" if before and before != here else here
 
 
 def _tv_size_lines(p: dict) -> list[str]:

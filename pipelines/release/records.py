@@ -34,7 +34,13 @@ def _continued(rec: dict, init_file: Path) -> dict:
     time are the sum, loss_start the first run's; `continued_from` keeps what it started from."""
     if not init_file.is_file():
         return rec
-    init = json.loads(init_file.read_text())
+    return continued(rec, json.loads(init_file.read_text()))
+
+
+def continued(rec: dict, init: dict | None) -> dict:
+    """`rec` continued from ``init`` (`train.init_record`: a shipped model's counts its training so far)."""
+    if not init:
+        return rec
     if init.get("iterations") is None:  # not a shipped model: this run's own numbers, and what it started from
         return {**rec, "continued_from": init}
     return {**rec, "continued_from": {**init, "run_iterations": rec["iterations"], "run_seconds": rec["wall_seconds"],
@@ -73,12 +79,12 @@ def _gpu_trained(job: str, folder: Path) -> tuple:
         params.pop("init", None)
     j = jobname.parse(job)
     name = j.style if j.kind == "style" else job  # the script takes a style's name or an SR job's
-    return model, {"command": g.get("command") or f"scripts/gpu_train.sh pack {name}; scripts/gpu_train.sh run {name}",
-                   "device": g["device"], "torch": g["torch"], "data": list(settings().data),
-                   "iterations": g["iterations"], "wall_seconds": g["train_seconds"],
-                   "iterations_per_s": g["iterations_per_s"],
-                   "loss_start": {k: v for k, v in (reports[0] if reports else {}).items() if k.startswith("loss_")},
-                   "loss_end": g["last"], "mlflow_run_id": None, "params": params}
+    rec = {"command": g.get("command") or f"scripts/gpu_train.sh pack {name}; scripts/gpu_train.sh run {name}",
+           "device": g["device"], "torch": g["torch"], "data": list(settings().data),
+           "iterations": g["iterations"], "wall_seconds": g["train_seconds"], "iterations_per_s": g["iterations_per_s"],
+           "loss_start": {k: v for k, v in (reports[0] if reports else {}).items() if k.startswith("loss_")},
+           "loss_end": g["last"], "mlflow_run_id": None, "params": params}
+    return model, continued(rec, g["spec"].get("init_record"))  # a shipped model's run goes on (style_init)
 
 
 def training_seconds(jdir: Path) -> float:

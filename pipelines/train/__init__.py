@@ -13,7 +13,7 @@ import argparse
 from .driver import run_job
 from .loop import train_loop
 from .outdir import EVENTS, INIT, RUN_ID, STATE, SUMMARY, read_events
-from .spec import _init_bytes, job_lr, job_spec  # _init_bytes: gpu_bundle's check of the init weights
+from .spec import _init_bytes, init_record, job_lr, job_spec  # _init_bytes, init_record: gpu_bundle (init weights)
 from .step import training_lr
 from .worker import _Worker  # tests drive one worker directly
 

@@ -91,7 +91,15 @@ def init_record(ref: str, data: bytes) -> dict:
     shipped = {e.name: e for e in zoo.entries()}.get(ref)
     if shipped is not None:
         tr = shipped.info.get("training") or {}
-        rec.update(sha256=shipped.sha256, iterations=shipped.info.get("iterations"),
-                   **{k: tr.get(k) for k in ("wall_seconds", "mlflow_run_id", "loss_start", "device")})
+        rec.update(sha256=shipped.sha256, iterations=shipped.info.get("iterations"), device=trained_on(tr),
+                   **{k: tr.get(k) for k in ("wall_seconds", "mlflow_run_id", "loss_start")})
     return rec
+
+
+def trained_on(tr: dict) -> str:
+    """Where a training record's iterations ran: a run continued from another model ran on both (e.g.
+    "NVIDIA H200, then 2 CPU cores")."""
+    here = tr.get("device") or "2 CPU cores"
+    before = (tr.get("continued_from") or {}).get("device")
+    return f"{before}, then {here}" if before and before != here else here
 
