@@ -245,9 +245,9 @@ def pack(job: str | list[str], out: Path, photos: Path | None = None) -> dict:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    refs = [r["ref"] for r in (init.values() if kind == "style" else [init])] if init else []
     log.info(f"gpu bundle: {out} ({size / MiB:.1f} MiB, {doc['photos']} photos, {' '.join(doc['jobs'])}"
-             f"{', from ' + ', '.join(r['ref'] for r in (init.values() if kind == 'style' else [init])) if init else ''}"
-             f"); with the code "
+             f"{', from ' + ', '.join(refs) if refs else ''}); with the code "
              f"{(size + code) / MiB:.1f} of {g['carry_limit_mib']} MiB")
     return doc
 

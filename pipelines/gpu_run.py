@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from perceptual_core import zoo
 from perceptual_core.zoo import sha256_file
 
 from . import config
@@ -35,10 +36,9 @@ def verify(bundle: Path) -> dict:
             raise FileNotFoundError(f"{f}: missing from the bundle")
         if sha256_file(f) != sha:
             raise ValueError(f"{f}: SHA-256 differs from {mf}'s record (damaged in transit?)")
+    shipped = {x.name: x for x in zoo.entries()} if doc.get("inits") else {}
     for job, init in (doc.get("inits") or {}).items():  # shipped style models to go on from: the code's models/
-        from perceptual_core import zoo
-
-        e = {x.name: x for x in zoo.entries()}.get(job)
+        e = shipped.get(job)
         if e is None or e.sha256 != init["sha256"]:
             raise ValueError(f"{zoo.models_dir()}: {job} is {'missing' if e is None else e.sha256[:12] + '...'}, "
                              f"not the {init['sha256'][:12]}... packed in {mf} (carry the same commit)")
@@ -136,7 +136,8 @@ def _train_one(job: str, doc: dict, out: Path, seconds: float | None, iterations
     if iterations is not None:
         spec["iterations"] = iterations
     shutil.rmtree(spec["out_dir"], ignore_errors=True)
-    # the job's starting weights (the bundle's init/ file), checked to hold its network as `train` does
+    # the job's starting weights (an SR job's init/ file, a style job's shipped model), checked to hold its
+    # network as `train` does
     init_bytes = train._init_bytes(spec) if spec.get("init") else None
     t1 = time.perf_counter()
     train.train_loop({"spec": spec, "use_ray": False, "vgg_weights": config.vgg_weights_arg(),

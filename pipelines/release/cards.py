@@ -94,8 +94,6 @@ def card(name: str, e: dict, peers: dict | None = None) -> str:
 _LOSS_ORDER = {"loss_content": 0, "loss_style": 1, "loss_tv": 2, "loss_pixel": 3, "loss_total": 4}
 
 
-
-
 def _tv_size_lines(p: dict) -> list[str]:
     """A model trained with TV weighed as at tv_size px (losses.tv_scale): what its crops trained with."""
     if not p.get("tv_size") or p.get("tv_weight") is None:
