@@ -66,30 +66,35 @@ def test_per_style_values_resolve_from_one_place():
 
 
 def test_a_style_job_continues_from_its_init_weights_and_the_others_start_fresh():
-    """train.style.init (the release continues style-wave from the shipped file): per style, into the job spec."""
+    """train.style.init (the release continues each style from its shipped file): per style, into the job spec."""
     from pipelines.release import release_params
     from pipelines.train import job_spec
 
     t = settings.build(TrainSettings, release_params()["train"], "release params: train")
     assert t.style.init == {"wave": "style-wave", "starry_night_fast": "style-starry_night_fast",
-                            "starry_night": "style-starry_night", "la_muse": "style-la_muse"}
-    assert job_spec("style-wave", t)["init"] == "style-wave" and job_spec("style-composition_vii", t)["init"] is None
-    assert job_spec("style-wave")["init"] is None  # `dvc repro`'s quick runs train from scratch
+                            "starry_night": "style-starry_night", "la_muse": "style-la_muse",
+                            "composition_vii": "style-composition_vii"}
+    assert job_spec("style-wave", t)["init"] == "style-wave"
+    assert job_spec("style-composition_vii", t)["init"] == "style-composition_vii"
+    for job in ("style-wave", "style-composition_vii"):
+        assert job_spec(job)["init"] is None, job  # `dvc repro`'s quick runs train from scratch
 
 
 def test_the_release_fine_tunes_starry_night_at_its_own_tv_weight_and_rate():
-    """release.style: the starry_night models and la_muse continue at TV 100 and lr 1e-4; the others keep the common TV weight and Adam 1e-3, and `dvc repro`'s quick starry_night and
-    la_muse keep their objectives (the shipped Gatys snapshots)."""
+    """release.style: the starry_night models, la_muse and composition_vii continue at TV 100 and lr 1e-4, wave
+    at TV 10 (its style loss is a quarter of the others'); the common TV weight and Adam rate stay, and `dvc
+    repro`'s quick runs keep their objectives (the shipped Gatys snapshots)."""
     from pipelines.release import release_params
     from pipelines.train import job_spec
 
     t = settings.build(TrainSettings, release_params()["train"], "release params: train")
-    for job in ("style-starry_night", "style-starry_night_fast", "style-la_muse"):
+    for job in ("style-starry_night", "style-starry_night_fast", "style-la_muse", "style-composition_vii"):
         spec = job_spec(job, t)
         assert (spec["weights"]["tv"], spec["lr"]) == (100.0, 1.0e-4), job
-    spec = job_spec("style-composition_vii", t)
-    assert (spec["weights"]["tv"], spec["lr"]) == (t.style.tv_weight, t.lr) == (1.0e-5, 1.0e-3)
-    for job in ("style-starry_night", "style-la_muse"):
+    spec = job_spec("style-wave", t)
+    assert (spec["weights"]["tv"], spec["lr"]) == (10.0, 1.0e-4)
+    assert (t.style.tv_weight, t.lr) == (1.0e-5, 1.0e-3)
+    for job in ("style-starry_night", "style-la_muse", "style-composition_vii", "style-wave"):
         assert job_spec(job)["weights"]["tv"] == 1.0e-5, job
         assert job_spec(job)["tv_size"] is None and job_spec(job, t)["tv_size"] == 362, job
 
