@@ -107,6 +107,26 @@ def test_release_params_train_on_the_release_photos_only(store, data_dir):
     assert p["train"]["style"]["iterations"] == yaml.safe_load((ROOT / "params.yaml").read_text())["release"]["style"]["iterations"]
 
 
+def test_release_training_announces_the_painting_it_trains(store, tmp_path, capfd, data_dir):
+    """`release train style-wave` runs its stages with train.style.jobs narrowed to wave: the log names
+    wave's painting, not the styles `dvc repro`'s quick run trains (it said starry_night)."""
+    from pipelines import config, jobname
+    from pipelines.release import training
+
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["release"]["workdir"] = str(tmp_path / "work")
+    params["train"]["style"]["jobs"] = ["starry_night"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    config._load.cache_clear()
+    load = ("from pipelines import config, log; from pipelines.settings import TrainSettings; "
+            "log.setup(); config.load(TrainSettings)")
+    assert training._run_steps([["-c", load]], jobname.parse("style-wave")) == 0
+    err = capfd.readouterr().err
+    assert "style image of style-wave: " in err and "style-starry_night" not in err
+    written = yaml.safe_load((tmp_path / "work/params.yaml").read_text())
+    assert written["train"]["style"]["jobs"] == ["wave"]
+
+
 def test_registered_versions_serve_through_mlflow_pyfunc(store, tmp_path):
     """MLflow's own tools on a registered version: pyfunc load and `mlflow models serve` on 127.0.0.1."""
     import os

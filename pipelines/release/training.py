@@ -15,12 +15,17 @@ from ..log import get
 from .params import release_params, workdir
 
 
-def _run_steps(steps: list[list[str]]) -> int:
-    """Run project stages with the release params (written to `<workdir>/params.yaml` first)."""
+def _run_steps(steps: list[list[str]], job: jobname.Job | None = None) -> int:
+    """Run project stages with the release params (written to `<workdir>/params.yaml` first). For a
+    style ``job``, train.style.jobs is that style alone: the stages announce the painting they train
+    on, not the styles `dvc repro`'s quick run trains."""
     wd = workdir()
     wd.mkdir(parents=True, exist_ok=True)
     pfile = wd / "params.yaml"
-    pfile.write_text(yaml.safe_dump(release_params(), sort_keys=False))
+    p = release_params()
+    if job is not None and job.kind == "style":
+        p["train"]["style"]["jobs"] = [job.style]
+    pfile.write_text(yaml.safe_dump(p, sort_keys=False))
     env = {**os.environ, "PERCEPTUAL_PARAMS": str(pfile), "MLFLOW_TRACKING_URI": f"sqlite:///{wd / 'mlflow.db'}"}
     for cmd in steps:
         get(__name__).info(f"release: {' '.join(cmd[1:])} (PERCEPTUAL_PARAMS={pfile})")
@@ -31,12 +36,13 @@ def _run_steps(steps: list[list[str]]) -> int:
 
 
 def train(job: str, resume: bool = False) -> int:
-    kind = jobname.parse(job).data
+    parsed = jobname.parse(job)
+    kind = parsed.data
     steps = []
     if not (workdir() / f"metrics/prepare_{kind}.json").is_file():
         steps += [["-m", "pipelines.acquire"], ["-m", "pipelines.prepare", kind]]
     steps.append(["-m", "pipelines.train", job] + (["--resume"] if resume else []))
-    return _run_steps(steps)
+    return _run_steps(steps, parsed)
 
 
 def acquired_photos() -> Path:
