@@ -148,8 +148,8 @@ def test_gpu_train_script_runs_with_only_torch(bundle, tmp_path):
 
 def test_several_styles_share_one_bundle_and_train_at_once(photos, weights_cache, tmp_path):
     """pack la_muse,starry_night_fast: the photos and the loss network once, each style image; run: one
-    prepare, then each job in its own process into $OUT/JOB/, with its own objective (TV 10 for wave, TV 100 for
-    starry_night_fast), and the command on record for the model card."""
+    prepare, then each job in its own process into $OUT/JOB/, with its own objective (style 6e-5 and TV 20 for
+    wave, TV 100 for starry_night_fast), and the command on record for the model card."""
     doc = gpu_bundle.pack(["style-wave", "style-starry_night_fast"], tmp_path / "bundle", photos=photos)
     assert doc["jobs"] == ["style-wave", "style-starry_night_fast"] and "job" not in doc
     assert doc["photos"] == 6 and {"data/styles/style_images/wave.jpg",
@@ -157,9 +157,10 @@ def test_several_styles_share_one_bundle_and_train_at_once(photos, weights_cache
     p = yaml.safe_load((tmp_path / "bundle" / "params.yaml").read_text())
     assert p["train"]["style"]["jobs"] == ["wave", "starry_night_fast"]
     out = _run_script("wave,starry_night_fast", tmp_path / "bundle", tmp_path)
-    for job, tv in (("style-wave", 10.0), ("style-starry_night_fast", 100.0)):
+    for job, sw, tv in (("style-wave", 6.0e-5, 20.0), ("style-starry_night_fast", 3.0e-5, 100.0)):
         g = json.loads((out / job / "gpu_train.json").read_text())
         assert g["job"] == job and g["iterations"] == 1 and g["spec"]["weights"]["tv"] == tv
+        assert g["spec"]["weights"]["style"] == sw
         assert g["command"] == "scripts/gpu_train.sh pack wave,starry_night_fast; " \
                                "scripts/gpu_train.sh run wave,starry_night_fast"
         model, _ = modelref.load_model(str(out / job / f"{job}.safetensors"), "stylize")

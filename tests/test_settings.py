@@ -82,8 +82,8 @@ def test_a_style_job_continues_from_its_init_weights_and_the_others_start_fresh(
 
 def test_the_release_fine_tunes_starry_night_at_its_own_tv_weight_and_rate():
     """release.style: the starry_night models, la_muse and composition_vii continue at TV 100 and lr 1e-4, wave
-    at TV 10 (its style loss is a quarter of the others'); the common TV weight and Adam rate stay, and `dvc
-    repro`'s quick runs keep their objectives (the shipped Gatys snapshots)."""
+    at style 6e-5 and TV 20 (its style loss is a quarter of the others'); the common weights and Adam rate
+    stay, and `dvc repro`'s quick runs keep their objectives (the shipped Gatys snapshots)."""
     from pipelines.release import release_params
     from pipelines.train import job_spec
 
@@ -91,11 +91,12 @@ def test_the_release_fine_tunes_starry_night_at_its_own_tv_weight_and_rate():
     for job in ("style-starry_night", "style-starry_night_fast", "style-la_muse", "style-composition_vii"):
         spec = job_spec(job, t)
         assert (spec["weights"]["tv"], spec["lr"]) == (100.0, 1.0e-4), job
+        assert spec["weights"]["style"] == 3.0e-5, job
     spec = job_spec("style-wave", t)
-    assert (spec["weights"]["tv"], spec["lr"]) == (10.0, 1.0e-4)
-    assert (t.style.tv_weight, t.lr) == (1.0e-5, 1.0e-3)
+    assert (spec["weights"]["style"], spec["weights"]["tv"], spec["lr"]) == (6.0e-5, 20.0, 1.0e-4)
+    assert (t.style.style_weight, t.style.tv_weight, t.lr) == (3.0e-5, 1.0e-5, 1.0e-3)
     for job in ("style-starry_night", "style-la_muse", "style-composition_vii", "style-wave"):
-        assert job_spec(job)["weights"]["tv"] == 1.0e-5, job
+        assert (job_spec(job)["weights"]["style"], job_spec(job)["weights"]["tv"]) == (3.0e-5, 1.0e-5), job
         assert job_spec(job)["tv_size"] is None and job_spec(job, t)["tv_size"] == 362, job
 
 
