@@ -381,6 +381,21 @@ def psnr_np(a, b) -> float:
     return psnr(np.clip(a, 0, 1), np.clip(b, 0, 1), data_range=1.0)
 
 
+
+def _cpu_model() -> str:
+    """The CPU's model name and the vector extensions that matter here: the peer's onnxruntime and
+    torch gain unequally from AVX-512 VNNI/BF16, so a ratio measured on one host need not hold on another
+    (the fast model measured 0.72x the peer's time on one 2-core host and 1.05x on an AVX-512 AMD EPYC)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    ext = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{name or platform.machine()} ({' '.join(ext) or 'no AVX2'})"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
@@ -456,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             r["sizes"][str(n)]["max_abs_vs_plain"] = float(np.abs(np.clip(y, 0, 1) - np.clip(ref, 0, 1)).max())
 
     print(f"\nfeed-forward style network, median seconds per image (of {a.repeats} after a warm-up), "
-          f"{os.cpu_count()} CPU threads\n")
+          f"{os.cpu_count()} CPU threads, {_cpu_model()}\n")
     head = f"{'network':<8}{'engine':<11}" + "".join(f"{f'{n}^2':>10}" for n in sizes) + \
         f"{'PSNR vs plain (dB)':>22}{'peak RSS MB':>13}{'build s':>9}"
     print(head)
@@ -529,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
               + " (bound 0.05 dB)")
     import torch
 
-    meta = {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+    meta = {"cpu": platform.processor() or platform.machine(), "cpu_model": _cpu_model(), "cpus": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
             "load_avg_1m_at_end": os.getloadavg()[0], "repeats": a.repeats, "photo": PHOTO,
             "args": {k: v for k, v in vars(a).items() if k not in ("worker", "json")},
