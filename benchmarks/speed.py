@@ -381,11 +381,10 @@ def psnr_np(a, b) -> float:
     return psnr(np.clip(a, 0, 1), np.clip(b, 0, 1), data_range=1.0)
 
 
-
 def _cpu_model() -> str:
     """The CPU's model name and the vector extensions that matter here: the peer's onnxruntime and
     torch gain unequally from AVX-512 VNNI/BF16, so a ratio measured on one host need not hold on another
-    (the fast model measured 0.72x the peer's time on one 2-core host and 1.05x on an AVX-512 AMD EPYC)."""
+    (the fast model measured 0.72-0.79x the peer's time on one 2-core host, 1.02-1.07x on an AVX-512 AMD EPYC)."""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
