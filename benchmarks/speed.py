@@ -469,8 +469,9 @@ def main(argv: list[str] | None = None) -> int:
             r["sizes"][str(n)]["psnr_vs_plain_db"] = psnr_np(y, ref)
             r["sizes"][str(n)]["max_abs_vs_plain"] = float(np.abs(np.clip(y, 0, 1) - np.clip(ref, 0, 1)).max())
 
+    cpu_model = _cpu_model()
     print(f"\nfeed-forward style network, median seconds per image (of {a.repeats} after a warm-up), "
-          f"{os.cpu_count()} CPU threads, {_cpu_model()}\n")
+          f"{os.cpu_count()} CPU threads, {cpu_model}\n")
     head = f"{'network':<8}{'engine':<11}" + "".join(f"{f'{n}^2':>10}" for n in sizes) + \
         f"{'PSNR vs plain (dB)':>22}{'peak RSS MB':>13}{'build s':>9}"
     print(head)
@@ -543,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
               + " (bound 0.05 dB)")
     import torch
 
-    meta = {"cpu": platform.processor() or platform.machine(), "cpu_model": _cpu_model(), "cpus": os.cpu_count(),
+    meta = {"cpu": platform.processor() or platform.machine(), "cpu_model": cpu_model, "cpus": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
             "load_avg_1m_at_end": os.getloadavg()[0], "repeats": a.repeats, "photo": PHOTO,
             "args": {k: v for k, v in vars(a).items() if k not in ("worker", "json")},
