@@ -87,6 +87,7 @@ def test_auto_choice_and_bad_arguments_name_the_parameter():
     dict(norm="instance", padding="reflect", upsample="nearest", width=0.5),  # as trained (params)
     dict(norm="batch", padding="paper", upsample="deconv", width=0.25),       # the paper's supplementary
     dict(norm="instance", padding="paper", upsample="nearest", width=0.25),   # sub-pixel with zero padding
+    dict(norm="instance", padding="reflect", upsample="nearest", width=0.3),  # the shipped fast model
 ])
 def test_eager_rewrite_matches_the_plain_network_on_photos(cfg, photos):
     """The CPU rewrite (folded norms, sub-pixel upsampling, NNPACK Winograd/FFT convs, fused padding)
@@ -104,6 +105,22 @@ def test_eager_rewrite_matches_the_plain_network_on_photos(cfg, photos):
     assert y.shape == ref.shape == x.shape and not y.is_inference()
     assert ref.std() > 0.05  # a real image out, not a flat one, so the comparison means something
     assert (y - ref).abs().max() < CLOSE
+
+
+def test_narrow_networks_run_their_3x3_convs_channels_last_and_wide_ones_do_not():
+    """The conv plan of the CPU rewrite: below 64 channels the stride-2 and 3x3 convs run channels-last
+    (the fast model's speed), the 9x9 and sub-pixel ones stay in NCHW; wider networks keep NCHW throughout.
+    The narrow plan's output is checked against the plain network above (width 0.3 and 0.25)."""
+    from perceptual_core.engines.fast_cpu import _backends
+    from perceptual_core.engines.layers import _describe
+
+    def plan(width):
+        return _backends(_describe(TransformNet("instance", "reflect", "nearest", width)), use_nnpack=True)
+
+    narrow, wide = plan(0.3), plan(0.5)
+    assert narrow[1:13] == ["onednn_cl"] * 12  # 2 stride-2 + 10 residual 3x3 convs
+    assert narrow[0] == narrow[-1] == "nnpack" and narrow[13:15] == ["nnpack"] * 2  # 9x9 and sub-pixel
+    assert "onednn_cl" not in wide and wide[0] == "nnpack" and wide[1] == "onednn"
 
 
 def test_sr_engines_keep_set5_y_psnr(data_dir):

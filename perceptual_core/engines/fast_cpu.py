@@ -3,7 +3,9 @@
 Batch norm folded into the convolutions; nearest x2 upsampling + 3x3 conv computed as four
 2x2 convs on the low-resolution map (sub-pixel form: 2.25x fewer multiply-adds, no upsampled copy);
 stride-1 convs through NNPACK (Winograd F(6x6, 3x3) for 3x3 kernels, FFT for 2x2 and 9x9; the
-exact-arithmetic direct conv of oneDNN for strided and transposed ones); instance norm as two fast
+exact-arithmetic direct conv of oneDNN for strided and transposed ones), except that networks under 64
+channels run their 3x3 and strided convs in oneDNN's channels-last direct conv (:func:`_backends`, with
+the measurements); instance norm as two fast
 reductions + one fused normalise/ReLU/residual pass written straight into the next conv's padded
 input (no separate padding or pixel-shuffle copies); glibc keeps freed feature maps for reuse
 (:func:`tune_cpu_allocator`). Where NNPACK is missing (no AVX2) oneDNN runs every conv.
@@ -52,11 +54,33 @@ def _stats(parts: list[torch.Tensor], eps: float):
     two fp32 reductions each (PyTorch's cascade sums), combined in float64. Several times faster than
     var_mean's Welford pass on CPU."""
     n = sum(t.shape[-1] * t.shape[-2] for t in parts)
+    if len(parts) == 1 and parts[0].shape[0] == 1 and not parts[0].is_contiguous() \
+            and parts[0].is_contiguous(memory_format=torch.channels_last):
+        s, ss = _sums_channels_last(parts[0])
+        mean = s / n
+        return mean, torch.rsqrt((ss / n - mean.square()).clamp_min(0) + eps)
     s = sum(t.sum((2, 3), keepdim=True).double() for t in parts)
     ss = sum(torch.linalg.vector_norm(t, dim=(2, 3), keepdim=True).double().square() for t in parts)
     mean = s / n
     var = (ss / n - mean.square()).clamp_min(0)
     return mean, torch.rsqrt(var + eps)
+
+
+def _sums_channels_last(t: torch.Tensor, fold: int = 16):
+    """Per-channel sum and sum of squares (float64, shape (1, C, 1, 1)) of a (1, C, H, W) channels-last map.
+    Reducing over H, W of such a map is a short-row outer reduction that PyTorch runs 4-10x slower than
+    the NCHW one; viewed as (H * W / fold, fold * C) rows the column sums vectorise (measured, 38 x 274^2:
+    1.4 -> 0.6 ms); the remainder rows are summed apart."""
+    c = t.shape[1]
+    rows = t.permute(0, 2, 3, 1).reshape(-1, c)
+    m = rows.shape[0] // fold * fold
+    body = rows[:m].reshape(-1, fold * c)
+    s = body.sum(0).view(fold, c).double().sum(0)
+    ss = body.square().sum(0).view(fold, c).double().sum(0)
+    if m < rows.shape[0]:
+        s = s + rows[m:].double().sum(0)
+        ss = ss + rows[m:].double().square().sum(0)
+    return s.view(1, c, 1, 1), ss.view(1, c, 1, 1)
 
 
 def _fill_border(buf: torch.Tensor, p: int, mode: str) -> None:
@@ -73,7 +97,7 @@ def _fill_border(buf: torch.Tensor, p: int, mode: str) -> None:
 
 
 class _FastConv(nn.Module):
-    def __init__(self, L: _Layer, out_pad: int, out_mode: str, use_nnpack: bool):
+    def __init__(self, L: _Layer, backend: str, out_pad: int, out_mode: str, out_format: torch.memory_format):
         super().__init__()
         c = L.conv
         self.transposed = isinstance(c, nn.ConvTranspose2d)
@@ -88,15 +112,18 @@ class _FastConv(nn.Module):
         self.zero_pad = 0 if L.pad else (1 if self.subpixel else int(c.padding[0]))
         if self.transposed:
             self.zero_pad, self.output_padding = int(c.padding[0]), int(c.output_padding[0])
-        self.nnpack = use_nnpack and not self.transposed and self.stride == 1
+        self.backend = backend
+        if backend == "onednn_cl":
+            self.weight = self.weight.contiguous(memory_format=torch.channels_last)
         self.norm = L.norm
         self.relu, self.residual, self.tanh = L.relu, L.residual, L.tanh
         self.out_pad, self.out_mode = out_pad, out_mode
+        self.out_format = out_format
 
     def conv(self, x: torch.Tensor) -> torch.Tensor:
         if self.transposed:
             return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.zero_pad, self.output_padding)
-        if self.nnpack:
+        if self.backend == "nnpack":
             return torch._nnpack_spatial_convolution(x, self.weight, self.bias, [self.zero_pad] * 2)
         return F.conv2d(x, self.weight, self.bias, self.stride, self.zero_pad)
 
@@ -106,13 +133,15 @@ class _FastConv(nn.Module):
         if self.subpixel:  # (4C, h + 1, w + 1) -> the 4 phases, each (C, h, w) (see _phase_weights)
             n, c4, h1, w1 = y.shape
             c, h, w = c4 // 4, 2 * (h1 - 1), 2 * (w1 - 1)
-            v = y.view(n, c, 2, 2, h1, w1)
+            v = y.unflatten(1, (c, 2, 2))  # a view in either memory format
             srcs = [v[:, :, 1 - a, 1 - b, a:a + h1 - 1, b:b + w1 - 1] for a in (0, 1) for b in (0, 1)]
         else:
             n, c, h, w = y.shape
             srcs = [y]
-        if p or self.subpixel:  # written straight into the next conv's padded input
-            buf = y.new_empty(n, c, h + 2 * p, w + 2 * p)
+        if p or self.subpixel or not y.is_contiguous(memory_format=self.out_format):
+            # written straight into the next conv's padded input, in the memory format it reads
+            buf = torch.empty(n, c, h + 2 * p, w + 2 * p, dtype=y.dtype, device=y.device,
+                              memory_format=self.out_format)
             out = buf[..., p:p + h, p:p + w]
         else:
             buf = out = y
@@ -143,6 +172,37 @@ class _FastConv(nn.Module):
         return buf
 
 
+NARROW = 64  # below this many channels (the widest conv input) a network runs its 3x3 convs channels-last
+
+
+def _backends(layers: list[_Layer], use_nnpack: bool) -> list[str]:
+    """The conv routine per layer: "nnpack" (NCHW), "onednn" (NCHW) or "onednn_cl" (channels-last in and out).
+
+    Narrow networks (the 0.3-width fast style model: 38 channels) run their stride-2 and 3x3 stride-1
+    convs in oneDNN's channels-last direct conv, the 9x9 and sub-pixel 2x2 ones in NNPACK. Measured at
+    1088^2 on 2 cores (AMD EPYC; AVX2 by ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2), whole network,
+    with :func:`_sums_channels_last`: width 0.3 263 -> 193 ms (AVX2 268 -> 227), width 0.25 187 -> 149 ms
+    (211 -> 181): the stride-2 convs run 3-6x faster channels-last, the 38-channel 3x3 ones 1.4x on
+    AVX-512 (AVX2: 0.85x, outweighed). At 64 channels and more
+    (width 0.5: 389 -> 370 ms but AVX2 400 -> 499; the full-width style and the SR networks) NNPACK's
+    Winograd 3x3 wins and per-channel statistics of wide channels-last maps are slow (no fast outer
+    reduction for the sum of squares), so those keep NCHW throughout. Channels-last 9x9 and sub-pixel
+    convs lose to NNPACK plus the interleaving writes they would need."""
+    narrow = max(L.conv.in_channels for L in layers) < NARROW
+    out = []
+    for L in layers:
+        c = L.conv
+        if isinstance(c, nn.ConvTranspose2d):
+            out.append("onednn")
+        elif narrow and not L.upsample and c.kernel_size[0] <= 3:
+            out.append("onednn_cl")
+        elif use_nnpack and c.stride[0] == 1:
+            out.append("nnpack")
+        else:
+            out.append("onednn")
+    return out
+
+
 class _FastCPUNet(nn.Module):
     """The network as fused fp32 CPU layers (module doc); input: the host-padded image."""
 
@@ -150,15 +210,20 @@ class _FastCPUNet(nn.Module):
         super().__init__()
         needs = [(L.pad, "reflect") if L.pad and not L.upsample else (1, "replicate") if L.upsample and L.pad
                  else (0, "") for L in layers]
-        self.in_pad = needs[0]
+        backends = _backends(layers, use_nnpack)
+        fmts = [torch.channels_last if b == "onednn_cl" else torch.contiguous_format for b in backends]
+        self.in_pad, self.in_format = needs[0], fmts[0]
         self.block_start = [L.block_start for L in layers]
         self.pads = [p for p, _ in needs]
-        self.layers = nn.ModuleList(_FastConv(L, *(needs[i + 1] if i + 1 < len(layers) else (0, "")), use_nnpack)
-                                    for i, L in enumerate(layers))
+        self.layers = nn.ModuleList(
+            _FastConv(L, backends[i], *(needs[i + 1] if i + 1 < len(layers) else (0, "")),
+                      fmts[i + 1] if i + 1 < len(layers) else torch.contiguous_format)
+            for i, L in enumerate(layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p, mode = self.in_pad
-        x = F.pad(x, (p,) * 4, mode=mode).contiguous() if p else x.contiguous()
+        x = F.pad(x, (p,) * 4, mode=mode) if p else x
+        x = x.contiguous(memory_format=self.in_format)
         skip = None
         for i, layer in enumerate(self.layers):
             if self.block_start[i]:
