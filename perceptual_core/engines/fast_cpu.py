@@ -5,9 +5,9 @@ Batch norm folded into the convolutions; nearest x2 upsampling + 3x3 conv comput
 stride-1 convs through NNPACK (Winograd F(6x6, 3x3) for 3x3 kernels, FFT for 2x2 and 9x9; the
 exact-arithmetic direct conv of oneDNN for strided and transposed ones), except that networks under 64
 channels run their 3x3 and strided convs in oneDNN's channels-last direct conv (:func:`_backends`, with
-the measurements); instance norm as two fast
-reductions + one fused normalise/ReLU/residual pass written straight into the next conv's padded
-input (no separate padding or pixel-shuffle copies); glibc keeps freed feature maps for reuse
+the measurements); instance norm as two fast reductions + one fused normalise/ReLU/residual pass written
+straight into the next conv's padded input, in the memory format that conv reads (no separate padding,
+layout or pixel-shuffle copies); glibc keeps freed feature maps for reuse
 (:func:`tune_cpu_allocator`). Where NNPACK is missing (no AVX2) oneDNN runs every conv.
 """
 from __future__ import annotations
@@ -52,15 +52,15 @@ def tune_cpu_allocator() -> bool:
 def _stats(parts: list[torch.Tensor], eps: float):
     """Per-channel mean and 1/sqrt(var + eps) over H, W of the union of ``parts`` (views of one map):
     two fp32 reductions each (PyTorch's cascade sums), combined in float64. Several times faster than
-    var_mean's Welford pass on CPU."""
+    var_mean's Welford pass on CPU; a single channels-last map through :func:`_sums_channels_last`."""
     n = sum(t.shape[-1] * t.shape[-2] for t in parts)
-    if len(parts) == 1 and parts[0].shape[0] == 1 and not parts[0].is_contiguous() \
-            and parts[0].is_contiguous(memory_format=torch.channels_last):
-        s, ss = _sums_channels_last(parts[0])
-        mean = s / n
-        return mean, torch.rsqrt((ss / n - mean.square()).clamp_min(0) + eps)
-    s = sum(t.sum((2, 3), keepdim=True).double() for t in parts)
-    ss = sum(torch.linalg.vector_norm(t, dim=(2, 3), keepdim=True).double().square() for t in parts)
+    t = parts[0]
+    if len(parts) == 1 and t.shape[0] == 1 and not t.is_contiguous() \
+            and t.is_contiguous(memory_format=torch.channels_last):
+        s, ss = _sums_channels_last(t)
+    else:
+        s = sum(t.sum((2, 3), keepdim=True).double() for t in parts)
+        ss = sum(torch.linalg.vector_norm(t, dim=(2, 3), keepdim=True).double().square() for t in parts)
     mean = s / n
     var = (ss / n - mean.square()).clamp_min(0)
     return mean, torch.rsqrt(var + eps)
