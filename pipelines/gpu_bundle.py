@@ -303,6 +303,7 @@ def _lay_gpu_settings(p: dict, kind: str, g: dict) -> None:
     for k in TRAIN_KEYS:
         t[kind].pop(k, None)  # a per-kind release value would win over the GPU's in job_spec
     t[kind].update({k: g[k] for k in KIND_KEYS})
+    t[kind].pop("crops", None)  # a style's own CPU crop (release.style.crops) would win over the GPU's
     t["max_seconds"] = g["max_seconds"]
     for k in ("acquire", "mlflow"):
         p.pop(k, None)  # not used there; keeps URIs of this machine out of the bundle

@@ -108,12 +108,37 @@ def test_a_style_job_weighs_tv_as_at_the_release_size_on_its_crops(vgg):
     from pipelines.train.step import style_criterion
 
     t = settings.build(TrainSettings, release_params()["train"], "release params: train")
-    spec = job_spec("style-la_muse", t)
+    spec = job_spec("style-starry_night", t)
     assert (spec["crop"], spec["weights"]["tv"]) == (128, 100.0)
     assert style_criterion(spec, vgg).weights["tv"] == pytest.approx(800.0, rel=1e-3)
     assert style_criterion({**spec, "crop": 256}, vgg).weights["tv"] == pytest.approx(200.0, rel=1e-3)
+    muse = job_spec("style-la_muse", t)  # release.style.crops: la_muse went on at 256²
+    assert muse["crop"] == 256 and style_criterion(muse, vgg).weights["tv"] == pytest.approx(200.0, rel=1e-3)
     quick = job_spec("style-la_muse")
     assert style_criterion(quick, vgg).weights["tv"] == quick["weights"]["tv"]
+
+
+def test_a_style_trains_on_its_own_crop_where_set_and_a_gpu_bundle_on_the_gpus(vgg):
+    """train.style.crops: one painting's crop side (its TV weighed for it, and on its card); the others keep
+    `crop`. A GPU bundle drops the mapping, so its own crop (release.gpu) holds for every style."""
+    from pipelines import gpu_bundle
+    from pipelines.release import release_params
+    from pipelines.release.records import _job_params
+    from pipelines.train import job_spec
+    from pipelines.train.step import style_criterion
+
+    p = release_params()
+    p["train"]["style"]["crops"] = {"wave": 192}
+    t = settings.build(TrainSettings, p["train"], "release params: train")
+    wave, other = job_spec("style-wave", t), job_spec("style-starry_night", t)
+    assert (wave["crop"], other["crop"]) == (192, t.style.crop) and t.style.crop != 192
+    tv = wave["weights"]["tv"] * (362 / 192) ** 2
+    assert style_criterion(wave, vgg).weights["tv"] == pytest.approx(tv, rel=1e-3)
+    assert (_job_params(p, "style-wave")["crop"], _job_params(p, "style-starry_night")["crop"]) == (192, t.style.crop)
+    gpu_bundle._lay_gpu_settings(p, "style", gpu_bundle.gpu_settings("style"))
+    assert "crops" not in p["train"]["style"]
+    gpu = settings.build(TrainSettings, p["train"], "bundle params: train")
+    assert job_spec("style-wave", gpu)["crop"] == gpu_bundle.gpu_settings("style")["crop"] == 256
 
 
 @pytest.mark.parametrize("section,change,message", [

@@ -111,6 +111,7 @@ def _job_params(p: dict, job: str) -> dict:
     if kind == "style":
         keep["style_weight"] = (s.get("style_weights") or {}).get(name, s["style_weight"])
         keep["tv_weight"] = (s.get("tv_weights") or {}).get(name, s["tv_weight"])
+        keep["crop"] = (s.get("crops") or {}).get(name, s["crop"])
         keep["network"] = {**s["network"], **((s.get("networks") or {}).get(name) or {})}
         keep["style_image"] = s["styles"][name]
     else:

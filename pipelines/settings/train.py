@@ -66,6 +66,7 @@ class StyleTrainSettings:
     tv_weight: float = 1.0e-5
     style_weights: Mapping[str, float] = field(default_factory=dict)  # per style
     tv_weights: Mapping[str, float] = field(default_factory=dict)
+    crops: Mapping[str, int] = field(default_factory=dict)  # per style: its training crop side, else `crop`
     # the image side the TV weight is meant at (null: the crop's): tv_loss sums over pixels while the content
     # and style losses are means, so at S px TV weighs (S/crop)^2 times what it does on a crop; training on
     # crops with tv * (tv_size/crop)^2 learns the balance the objective has at tv_size px (losses.tv_scale)
@@ -86,6 +87,10 @@ class StyleTrainSettings:
         """The loss weights of style ``name``: its own style/TV weight where set, else the common one."""
         return dict(content=self.content_weight, style=self.style_weights.get(name, self.style_weight),
                     tv=self.tv_weights.get(name, self.tv_weight))
+
+    def crop_of(self, name: str) -> int:
+        """The crop side style ``name`` trains on: its own where set (``crops``), else the common one."""
+        return int(self.crops.get(name, self.crop))
 
     def network_of(self, name: str) -> dict[str, Any]:
         return {**self.network, **self.networks.get(name, {})}

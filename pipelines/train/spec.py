@@ -51,7 +51,7 @@ def _style_spec(job: str, name: str, s, losses: LossesSettings) -> dict:
         raise FileNotFoundError(f"style image for {job} not found: {style_path} (params train.style.styles)")
     # network_of: the per-style network changes (train.style.networks), e.g. {width: 0.5} for a fast model
     return dict(kind="style", model=dict(arch="transform", **plain(s.network_of(name))),
-                data=str(config.resolve(s.data)), columns=["image"], style_image=str(style_path), crop=s.crop,
+                data=str(config.resolve(s.data)), columns=["image"], style_image=str(style_path), crop=s.crop_of(name),
                 weights=s.weights(name), data_stage="prepare_style", registered=job,
                 content_layers=list(losses.content_layers), style_layers=list(losses.style_layers),
                 style_size=losses.style_size, tv_size=s.tv_size,
