@@ -139,6 +139,9 @@ def test_a_style_trains_on_its_own_crop_where_set_and_a_gpu_bundle_on_the_gpus(v
     assert "crops" not in p["train"]["style"]
     gpu = settings.build(TrainSettings, p["train"], "bundle params: train")
     assert job_spec("style-wave", gpu)["crop"] == gpu_bundle.gpu_settings("style")["crop"] == 256
+    p["train"]["style"]["crops"] = {"waev": 192}  # a misspelt painting is named, not ignored
+    with pytest.raises(SettingsError, match=r"train.style.crops: 'waev' is not one of the styles"):
+        settings.build(TrainSettings, p["train"], "release params: train")
 
 
 @pytest.mark.parametrize("section,change,message", [

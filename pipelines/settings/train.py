@@ -78,7 +78,7 @@ class StyleTrainSettings:
     checkpoint_every: int | None = None
 
     def check(self, where: str) -> None:
-        for key, names in (("jobs", self.jobs), ("init", self.init)):
+        for key, names in (("jobs", self.jobs), ("init", self.init), ("crops", self.crops)):
             unknown = [j for j in names if j not in self.styles]
             if unknown:
                 raise SettingsError(f"{where}.{key}: {unknown[0]!r} is not one of the styles ({', '.join(self.styles)})")
